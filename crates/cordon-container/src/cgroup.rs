@@ -1,0 +1,461 @@
+//! Resource limits and process tracking through cgroups, v1 (including the hybrid layout) and
+//! v2.
+//!
+//! Each sandbox gets `cordon/<id>` in every hierarchy it needs (v1: memory, pids and, with a
+//! CPU limit, cpu; v2: one directory with those controllers enabled). The id names the cordon
+//! process that owns it (`<pid>-<start time>-<n>`), so a later cordon can tell a stale sandbox
+//! (owner gone) from a live one and clean it up ([`collect_garbage`]).
+
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use cordon_sandbox::Limits;
+use thiserror::Error;
+
+use crate::sys;
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+#[derive(Debug, Error)]
+pub enum CgroupError {
+    #[error("no cgroup controller available under {root}: {why}")]
+    Unavailable { root: PathBuf, why: String },
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
+    move |source| CgroupError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Which cgroup layout the host has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// Unified hierarchy at the root.
+    V2 { root: PathBuf },
+    /// Per-controller v1 hierarchies (the cgroup2 mount of a hybrid host, if any, is unused).
+    V1 {
+        memory: Option<PathBuf>,
+        pids: Option<PathBuf>,
+        cpu: Option<PathBuf>,
+    },
+}
+
+impl Layout {
+    /// Detects the layout under `root` (normally /sys/fs/cgroup).
+    pub fn detect(root: &Path) -> Result<Layout, CgroupError> {
+        let unavailable = |why: &str| CgroupError::Unavailable {
+            root: root.to_path_buf(),
+            why: why.to_string(),
+        };
+        let meta = fs::metadata(root).map_err(|e| unavailable(&e.to_string()))?;
+        if !meta.is_dir() {
+            return Err(unavailable("not a directory"));
+        }
+        if statfs_type(root) == Some(CGROUP2_SUPER_MAGIC) {
+            return Ok(Layout::V2 {
+                root: root.to_path_buf(),
+            });
+        }
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let find = |ctrl: &str| v1_mount_point(&mounts, root, ctrl);
+        let layout = Layout::V1 {
+            memory: find("memory"),
+            pids: find("pids"),
+            cpu: find("cpu"),
+        };
+        match &layout {
+            Layout::V1 {
+                memory: None,
+                pids: None,
+                ..
+            } => Err(unavailable(
+                "neither a cgroup2 mount nor v1 memory/pids hierarchies were found",
+            )),
+            _ => Ok(layout),
+        }
+    }
+
+    /// The `cordon` parent directories of every hierarchy in this layout.
+    fn cordon_dirs(&self) -> Vec<PathBuf> {
+        match self {
+            Layout::V2 { root } => vec![root.join("cordon")],
+            Layout::V1 { memory, pids, cpu } => [memory, pids, cpu]
+                .into_iter()
+                .flatten()
+                .map(|d| d.join("cordon"))
+                .collect(),
+        }
+    }
+}
+
+/// Finds the mount point, under `root`, of the v1 hierarchy that has `ctrl` attached, from
+/// /proc/self/mountinfo text.
+fn v1_mount_point(mountinfo: &str, root: &Path, ctrl: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let mut post = post.split_whitespace();
+        if post.next()? != "cgroup" {
+            return None;
+        }
+        let options = post.nth(1)?;
+        let point = PathBuf::from(pre.split_whitespace().nth(4)?);
+        (options.split(',').any(|o| o == ctrl) && point.starts_with(root)).then_some(point)
+    })
+}
+
+fn statfs_type(path: &Path) -> Option<i64> {
+    let c = sys::cstr(path).ok()?;
+    // SAFETY: an all-zero statfs is valid for the kernel to overwrite.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` is a valid out-pointer.
+    let ret = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    (ret == 0).then_some(st.f_type)
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::Io {
+        op: "writing",
+        path: path.to_path_buf(),
+        source: io::Error::new(source.kind(), format!("{value:?}: {source}")),
+    })
+}
+
+/// The cgroups of one sandbox. Removed on drop (after its processes are gone).
+#[derive(Debug)]
+pub struct SandboxCgroups {
+    dirs: Vec<PathBuf>,
+    /// Where the OOM-kill counter lives: (file, key).
+    oom_counter: Option<(PathBuf, &'static str)>,
+    v2: bool,
+}
+
+impl SandboxCgroups {
+    /// Creates the sandbox's cgroups and writes its limits.
+    pub fn create(
+        layout: &Layout,
+        id: &str,
+        limits: &Limits,
+    ) -> Result<SandboxCgroups, CgroupError> {
+        let mut cg = SandboxCgroups {
+            dirs: Vec::new(),
+            oom_counter: None,
+            v2: matches!(layout, Layout::V2 { .. }),
+        };
+        match layout {
+            Layout::V2 { root } => cg.create_v2(root, id, limits)?,
+            Layout::V1 { memory, pids, cpu } => cg.create_v1(
+                memory.as_deref(),
+                pids.as_deref(),
+                cpu.as_deref(),
+                id,
+                limits,
+            )?,
+        }
+        Ok(cg)
+    }
+
+    fn mkdir(&mut self, parent: &Path, id: &str) -> Result<PathBuf, CgroupError> {
+        let base = parent.join("cordon");
+        match fs::create_dir(&base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("creating cgroup", &base)(e)),
+        }
+        let dir = base.join(id);
+        fs::create_dir(&dir).map_err(io_err("creating cgroup", &dir))?;
+        self.dirs.push(dir.clone());
+        Ok(dir)
+    }
+
+    fn create_v1(
+        &mut self,
+        memory: Option<&Path>,
+        pids: Option<&Path>,
+        cpu: Option<&Path>,
+        id: &str,
+        limits: &Limits,
+    ) -> Result<(), CgroupError> {
+        let missing = |ctrl: &str| CgroupError::Unavailable {
+            root: PathBuf::from("/sys/fs/cgroup"),
+            why: format!(
+                "a {ctrl} limit was requested but the v1 {ctrl} controller is not mounted"
+            ),
+        };
+        match memory {
+            Some(root) => {
+                let dir = self.mkdir(root, id)?;
+                if let Some(bytes) = limits.memory_bytes {
+                    write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write_file(&memsw, &bytes.to_string())?;
+                    }
+                }
+                self.oom_counter = Some((dir.join("memory.oom_control"), "oom_kill"));
+            }
+            None if limits.memory_bytes.is_some() => return Err(missing("memory")),
+            None => {}
+        }
+        match pids {
+            Some(root) => {
+                let dir = self.mkdir(root, id)?;
+                if let Some(n) = limits.pids {
+                    write_file(&dir.join("pids.max"), &n.to_string())?;
+                }
+            }
+            None if limits.pids.is_some() => return Err(missing("pids")),
+            None => {}
+        }
+        if let Some(millis) = limits.cpu_millis {
+            let root = cpu.ok_or_else(|| missing("cpu"))?;
+            let dir = self.mkdir(root, id)?;
+            let period: u64 = 100_000;
+            let quota = (u64::from(millis) * period / 1000).max(1000);
+            write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+            write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn create_v2(&mut self, root: &Path, id: &str, limits: &Limits) -> Result<(), CgroupError> {
+        let available = fs::read_to_string(root.join("cgroup.controllers"))
+            .map_err(io_err("reading", &root.join("cgroup.controllers")))?;
+        let wanted: Vec<&str> = ["memory", "pids", "cpu"]
+            .into_iter()
+            .filter(|c| available.split_whitespace().any(|a| a == *c))
+            .collect();
+        for (ctrl, needed) in [
+            ("memory", limits.memory_bytes.is_some()),
+            ("pids", limits.pids.is_some()),
+            ("cpu", limits.cpu_millis.is_some()),
+        ] {
+            if needed && !wanted.contains(&ctrl) {
+                return Err(CgroupError::Unavailable {
+                    root: root.to_path_buf(),
+                    why: format!("the {ctrl} controller is not enabled in the cgroup2 root"),
+                });
+            }
+        }
+        let enable: String = wanted.iter().map(|c| format!("+{c} ")).collect();
+        let enable = enable.trim_end();
+        if !enable.is_empty() {
+            write_file(&root.join("cgroup.subtree_control"), enable)?;
+        }
+        let base = root.join("cordon");
+        match fs::create_dir(&base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("creating cgroup", &base)(e)),
+        }
+        if !enable.is_empty() {
+            write_file(&base.join("cgroup.subtree_control"), enable)?;
+        }
+        let dir = base.join(id);
+        fs::create_dir(&dir).map_err(io_err("creating cgroup", &dir))?;
+        self.dirs.push(dir.clone());
+        if let Some(bytes) = limits.memory_bytes {
+            write_file(&dir.join("memory.max"), &bytes.to_string())?;
+            let swap = dir.join("memory.swap.max");
+            if swap.exists() {
+                write_file(&swap, "0")?;
+            }
+        }
+        if let Some(n) = limits.pids {
+            write_file(&dir.join("pids.max"), &n.to_string())?;
+        }
+        if let Some(millis) = limits.cpu_millis {
+            let period: u64 = 100_000;
+            let quota = (u64::from(millis) * period / 1000).max(1000);
+            write_file(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+        }
+        self.oom_counter = Some((dir.join("memory.events"), "oom_kill"));
+        Ok(())
+    }
+
+    /// Opens every `cgroup.procs` so that the sandbox's first process can join by writing "0".
+    pub fn procs_files(&self) -> Result<Vec<OwnedFd>, CgroupError> {
+        self.dirs
+            .iter()
+            .map(|d| {
+                let p = d.join("cgroup.procs");
+                sys::openat(None, &p, libc::O_WRONLY, 0).map_err(io_err("opening", &p))
+            })
+            .collect()
+    }
+
+    /// How many times the OOM killer acted inside the memory limit.
+    pub fn oom_kills(&self) -> u64 {
+        let Some((file, key)) = &self.oom_counter else {
+            return 0;
+        };
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == *key).then(|| v.trim().parse().ok()).flatten()
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    /// Kills every process still in the sandbox's cgroups.
+    pub fn kill_all(&self) {
+        for dir in &self.dirs {
+            kill_cgroup(dir, self.v2);
+        }
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+}
+
+impl Drop for SandboxCgroups {
+    fn drop(&mut self) {
+        for dir in self.dirs.iter().rev() {
+            remove_cgroup(dir, self.v2);
+        }
+    }
+}
+
+fn kill_cgroup(dir: &Path, v2: bool) {
+    if v2 && fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in text
+            .lines()
+            .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+        {
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Removes an (emptied) cgroup, retrying briefly while killed processes finish exiting.
+fn remove_cgroup(dir: &Path, v2: bool) {
+    for attempt in 0..200 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(_) => {
+                if attempt % 20 == 0 {
+                    kill_cgroup(dir, v2);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// A sandbox id naming its owner: `<pid>-<start time in ticks>-<n>`.
+pub fn sandbox_id(seq: u32) -> String {
+    let pid = sys::getpid();
+    format!("{pid}-{}-{seq}", process_start_time(pid).unwrap_or(0))
+}
+
+fn process_start_time(pid: libc::pid_t) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; the command name (field 2) may hold spaces, so count after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn owner_alive(id: &str) -> bool {
+    let mut parts = id.split('-');
+    let (Some(pid), Some(start)) = (parts.next(), parts.next()) else {
+        return true; // not ours to judge
+    };
+    let (Ok(pid), Ok(start)) = (pid.parse::<libc::pid_t>(), start.parse::<u64>()) else {
+        return true;
+    };
+    process_start_time(pid) == Some(start)
+}
+
+/// What [`collect_garbage`] found and removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub removed: Vec<PathBuf>,
+    pub failed: Vec<PathBuf>,
+}
+
+/// Removes the cgroups of sandboxes whose cordon process is gone, killing anything left in them.
+pub fn collect_garbage(layout: &Layout) -> GcReport {
+    let mut report = GcReport::default();
+    let v2 = matches!(layout, Layout::V2 { .. });
+    for base in layout.cordon_dirs() {
+        let Ok(entries) = fs::read_dir(&base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str() else { continue };
+            if !entry.path().is_dir() || owner_alive(id) {
+                continue;
+            }
+            let dir = entry.path();
+            kill_cgroup(&dir, v2);
+            remove_cgroup(&dir, v2);
+            if dir.exists() {
+                report.failed.push(dir);
+            } else {
+                report.removed.push(dir);
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_name_a_live_owner() {
+        let id = sandbox_id(7);
+        assert!(id.ends_with("-7"));
+        assert!(owner_alive(&id));
+        assert!(!owner_alive("999999999-1-0"));
+        assert!(owner_alive("not-an-id"));
+    }
+
+    #[test]
+    fn v1_mounts_from_mountinfo() {
+        let info = "30 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct\n\
+                    31 25 0:27 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n\
+                    32 25 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let root = Path::new("/sys/fs/cgroup");
+        assert_eq!(
+            v1_mount_point(info, root, "cpu"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+        assert_eq!(
+            v1_mount_point(info, root, "pids"),
+            Some(PathBuf::from("/sys/fs/cgroup/pids"))
+        );
+        assert_eq!(v1_mount_point(info, root, "memory"), None);
+        assert_eq!(v1_mount_point(info, Path::new("/elsewhere"), "pids"), None);
+    }
+
+    #[test]
+    fn detect_rejects_an_empty_dir() {
+        let dir = std::env::temp_dir().join(format!("cordon-cg-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let err = Layout::detect(&dir).unwrap_err();
+        assert!(matches!(err, CgroupError::Unavailable { .. }), "{err}");
+        fs::remove_dir(&dir).unwrap();
+    }
+}

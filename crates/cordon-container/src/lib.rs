@@ -1,0 +1,614 @@
+//! cordon's container tier: Linux namespaces, cgroups (v1 and v2), seccomp-bpf, dropped
+//! capabilities and pivot_root, in the runc/crun class.
+//!
+//! The launch sequence (see docs/design.md for the numbered steps):
+//! the parent validates the spec, creates the sandbox's cgroups, opens every host path it will
+//! need, compiles the seccomp filters and clones a child into new PID, mount, network, IPC, UTS
+//! (and, when not root, user) namespaces. The child joins the cgroups, creates its cgroup
+//! namespace, builds the root filesystem and pivots into it, reports ready, and on `start`
+//! forks the workload, which drops privileges, installs its seccomp filter and executes the
+//! command. The child stays as the sandbox's init: it forwards signals, reaps, and reports the
+//! workload's status; when it exits the kernel kills everything left in the sandbox.
+
+pub mod cgroup;
+mod launch;
+pub mod rootfs;
+pub mod seccomp_policy;
+pub mod selfexe;
+mod sys;
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use cordon_sandbox::{
+    CreatedSandbox, ExecFailure, ExitOutcome, KillCause, RootfsSource, RunningSandbox,
+    SandboxError, SandboxSpec, SpecError, Tier, TierKind, UserNamespace,
+};
+use thiserror::Error;
+
+use crate::cgroup::{CgroupError, Layout, SandboxCgroups};
+use crate::launch::{
+    ChildConfig, MSG_NOT_EXECUTABLE, MSG_NOT_FOUND, MSG_READY, MSG_SETUP_ERROR, MSG_WAIT_STATUS,
+    START,
+};
+use crate::rootfs::RootfsPlan;
+
+/// Failures of the container tier itself.
+#[derive(Debug, Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Syscall(&'static str, #[source] io::Error),
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    #[error("the sandbox init exited unexpectedly ({0})")]
+    InitDied(String),
+    #[error("not running as root and user namespaces are unavailable: {0}")]
+    NoUserNamespace(String),
+}
+
+fn tier_err(step: &str, e: ContainerError) -> SandboxError {
+    SandboxError::Tier {
+        tier: TierKind::Container,
+        step: step.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// Where cordon keeps host-side state.
+#[derive(Debug, Clone)]
+pub struct ContainerTier {
+    /// The cgroup filesystem root (normally /sys/fs/cgroup).
+    pub cgroup_root: PathBuf,
+    /// cordon's runtime directory (normally /run/cordon); holds the empty directory each
+    /// sandbox mounts its scratch tmpfs on, inside its own mount namespace.
+    pub run_dir: PathBuf,
+}
+
+impl Default for ContainerTier {
+    fn default() -> Self {
+        ContainerTier {
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            run_dir: PathBuf::from("/run/cordon"),
+        }
+    }
+}
+
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// Signals cordon forwards to the sandbox while it waits.
+const PARENT_FORWARDED: &[libc::c_int] =
+    &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+impl ContainerTier {
+    /// Removes what sandboxes of dead cordon processes left behind.
+    pub fn collect_garbage(&self) -> Result<cgroup::GcReport, SandboxError> {
+        let layout = Layout::detect(&self.cgroup_root)
+            .map_err(|e| tier_err("detecting cgroups", e.into()))?;
+        Ok(cgroup::collect_garbage(&layout))
+    }
+
+    fn scratch_dir(&self) -> Result<PathBuf, ContainerError> {
+        let dir = self.run_dir.join("rootfs");
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|source| ContainerError::Io {
+                    op: "creating",
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        Ok(dir)
+    }
+}
+
+fn open_path(path: &Path, directory: bool) -> io::Result<OwnedFd> {
+    let flags = libc::O_PATH | if directory { libc::O_DIRECTORY } else { 0 };
+    sys::openat(None, path, flags, 0)
+}
+
+fn last_cap() -> u8 {
+    fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+fn exec_candidates(argv0: &str, env: &[(String, String)]) -> Result<Vec<CString>, SandboxError> {
+    let nul = |_| SandboxError::Spec(SpecError::NulByte("command".into()));
+    if argv0.contains('/') {
+        return Ok(vec![CString::new(argv0).map_err(nul)?]);
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/bin:/bin");
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| CString::new(format!("{}/{argv0}", d.trim_end_matches('/'))).map_err(nul))
+        .collect()
+}
+
+/// Reads one framed message from the status pipe; `None` at end of file.
+fn read_message(fd: &OwnedFd) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut header = [0u8; 5];
+    let n = sys::read(fd.as_fd(), &mut header)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if n != 5 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "short status message",
+        ));
+    }
+    let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let mut payload = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = sys::read(fd.as_fd(), &mut payload[got..])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "truncated status message",
+            ));
+        }
+        got += n;
+    }
+    Ok(Some((header[0], payload)))
+}
+
+impl Tier for ContainerTier {
+    type Created = ContainerSandbox;
+
+    fn kind(&self) -> TierKind {
+        TierKind::Container
+    }
+
+    fn create(&self, spec: &SandboxSpec) -> Result<ContainerSandbox, SandboxError> {
+        spec.validate()?;
+        let host_uid = sys::geteuid();
+        let host_gid = sys::getegid();
+        let userns = host_uid != 0 || spec.user_namespace == UserNamespace::Always;
+        let layout = Layout::detect(&self.cgroup_root)
+            .map_err(|e| tier_err("detecting cgroups", e.into()))?;
+        if host_uid != 0 {
+            return Err(tier_err(
+                "creating cgroups",
+                CgroupError::Unavailable {
+                    root: self.cgroup_root.clone(),
+                    why: "cordon is not running as root and cgroup delegation to users is not supported yet".into(),
+                }
+                .into(),
+            ));
+        }
+        cgroup::collect_garbage(&layout);
+
+        // Resolve every host path now, so errors are reported before anything runs.
+        let rootfs_dir = match &spec.rootfs {
+            RootfsSource::HostSystem => None,
+            RootfsSource::Dir(dir) => {
+                Some(open_path(dir, true).map_err(|e| SpecError::Rootfs {
+                    path: dir.clone(),
+                    why: match e.raw_os_error() {
+                        Some(libc::ENOENT) => "does not exist".to_string(),
+                        Some(libc::ENOTDIR) => "is not a directory".to_string(),
+                        _ => format!("cannot be opened: {e}"),
+                    },
+                })?)
+            }
+        };
+        let mut mounts = Vec::with_capacity(spec.mounts.len());
+        for m in &spec.mounts {
+            let fd = open_path(&m.source, false).map_err(|e| SpecError::Mount {
+                mount: format!("{}:{}", m.source.display(), m.destination.display()),
+                why: match e.raw_os_error() {
+                    Some(libc::ENOENT) => "source does not exist".to_string(),
+                    _ => format!("source cannot be opened: {e}"),
+                },
+            })?;
+            mounts.push((m.clone(), fd));
+        }
+        let scratch = self
+            .scratch_dir()
+            .map_err(|e| tier_err("preparing the run directory", e))?;
+
+        let env = spec.effective_env();
+        let cstr = |s: &str| CString::new(s).map_err(|_| SpecError::NulByte(s.to_string()));
+        let argv = spec
+            .argv
+            .iter()
+            .map(|a| cstr(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let envp = env
+            .iter()
+            .map(|(k, v)| cstr(&format!("{k}={v}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let exec_candidates = exec_candidates(&spec.argv[0], &env)?;
+        let workdir = cstr(&spec.workdir.to_string_lossy())?;
+        let caps = spec.cap_add.iter().fold(0u64, |m, c| m | (1u64 << c.0));
+
+        let id = cgroup::sandbox_id(SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        let cgroups = SandboxCgroups::create(&layout, &id, &spec.limits)
+            .map_err(|e| tier_err("creating cgroups", e.into()))?;
+        let cgroup_procs = cgroups
+            .procs_files()
+            .map_err(|e| tier_err("creating cgroups", e.into()))?;
+
+        let pipe = |what: &'static str| {
+            sys::pipe().map_err(|e| tier_err(what, ContainerError::Syscall("pipe2", e)))
+        };
+        let (status_r, status_w) = pipe("creating the status pipe")?;
+        let (start_r, start_w) = pipe("creating the start pipe")?;
+        let (life_r, life_w) = pipe("creating the lifeline pipe")?;
+
+        // Signals cordon forwards are taken through a signalfd from now on.
+        let forward_set = sys::sigset(PARENT_FORWARDED);
+        sys::sigprocmask(libc::SIG_BLOCK, &forward_set).map_err(|e| {
+            tier_err(
+                "blocking signals",
+                ContainerError::Syscall("sigprocmask", e),
+            )
+        })?;
+        let sigfd = sys::signalfd(&forward_set).map_err(|e| {
+            tier_err(
+                "creating a signalfd",
+                ContainerError::Syscall("signalfd", e),
+            )
+        })?;
+
+        let mut flags = (libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS) as u64;
+        if userns {
+            flags |= libc::CLONE_NEWUSER as u64;
+        }
+        let cfg = ChildConfig {
+            rootfs: RootfsPlan {
+                scratch: &scratch,
+                source: &spec.rootfs,
+                rootfs_dir: rootfs_dir.as_ref().map(|f| f.as_fd()),
+                mounts: &mounts,
+                tmp_bytes: spec.limits.tmp_bytes,
+                hostname: &spec.hostname,
+                uid: spec.uid,
+                gid: spec.gid,
+                workdir: &spec.workdir,
+                userns,
+            },
+            network: spec.network,
+            argv,
+            argv0: spec.argv[0].clone(),
+            env: envp,
+            exec_candidates,
+            workdir,
+            uid: spec.uid,
+            gid: spec.gid,
+            userns,
+            host_uid,
+            host_gid,
+            caps,
+            last_cap: last_cap(),
+            workload_filter: seccomp_policy::workload_policy().compile(),
+            init_filter: seccomp_policy::init_policy().compile(),
+            cgroup_procs,
+            status_w,
+            start_r,
+            life_r,
+        };
+        // SAFETY: cordon drives sandboxes from a single thread; the CLI starts no others.
+        let forked = unsafe { sys::clone3(flags) };
+        let (pid, pidfd) = match forked {
+            Ok(sys::Forked::Child) => {
+                // Close the parent's ends of the pipes in the child: holding them would keep
+                // the lifeline and start pipes open after the parent dies.
+                drop(status_r);
+                drop(start_w);
+                drop(life_w);
+                drop(sigfd);
+                launch::child_main(cfg)
+            }
+            Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
+            Err(e) => {
+                let why = if userns && e.raw_os_error() == Some(libc::EPERM)
+                    || e.raw_os_error() == Some(libc::ENOSPC)
+                {
+                    return Err(tier_err(
+                        "creating namespaces",
+                        ContainerError::NoUserNamespace(e.to_string()),
+                    ));
+                } else {
+                    ContainerError::Syscall("clone3", e)
+                };
+                return Err(tier_err("creating namespaces", why));
+            }
+        };
+        drop(cfg);
+        drop(mounts);
+        drop(rootfs_dir);
+        let mut sandbox = ContainerSandbox {
+            id,
+            pid,
+            pidfd,
+            status_r,
+            start_w: Some(start_w),
+            _life_w: life_w,
+            sigfd,
+            cgroups,
+            reaped: false,
+        };
+        match read_message(&sandbox.status_r) {
+            Ok(Some((MSG_READY, _))) => Ok(sandbox),
+            Ok(Some((MSG_SETUP_ERROR, text))) => {
+                sandbox.reap();
+                Err(tier_err(
+                    "setting up the sandbox",
+                    ContainerError::Setup(String::from_utf8_lossy(&text).into_owned()),
+                ))
+            }
+            other => {
+                let status = sandbox.reap();
+                Err(tier_err(
+                    "setting up the sandbox",
+                    ContainerError::InitDied(format!("{other:?}, wait status {status:#x}")),
+                ))
+            }
+        }
+    }
+}
+
+/// A sandbox whose init is set up and waits for `start`.
+#[derive(Debug)]
+pub struct ContainerSandbox {
+    id: String,
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    status_r: OwnedFd,
+    start_w: Option<OwnedFd>,
+    _life_w: OwnedFd,
+    sigfd: OwnedFd,
+    cgroups: SandboxCgroups,
+    reaped: bool,
+}
+
+impl ContainerSandbox {
+    /// Host PID of the sandbox's init.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Kills the init (and so the whole PID namespace) and reaps it; returns its wait status.
+    fn reap(&mut self) -> libc::c_int {
+        if self.reaped {
+            return 0;
+        }
+        let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        let status = sys::waitpid(self.pid, 0).map(|(_, s)| s).unwrap_or(0);
+        self.reaped = true;
+        status
+    }
+}
+
+impl Drop for ContainerSandbox {
+    fn drop(&mut self) {
+        self.reap();
+        self.cgroups.kill_all();
+        // The cgroups are removed by their own Drop.
+    }
+}
+
+impl CreatedSandbox for ContainerSandbox {
+    type Running = RunningContainer;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn start(mut self) -> Result<RunningContainer, SandboxError> {
+        let start_w = self
+            .start_w
+            .take()
+            .expect("a created sandbox has its start pipe");
+        sys::write_all(start_w.as_fd(), &[START])
+            .map_err(|e| tier_err("starting the workload", ContainerError::Syscall("write", e)))?;
+        Ok(RunningContainer { inner: self })
+    }
+}
+
+/// A sandbox whose command runs.
+#[derive(Debug)]
+pub struct RunningContainer {
+    inner: ContainerSandbox,
+}
+
+impl RunningContainer {
+    pub fn pid(&self) -> libc::pid_t {
+        self.inner.pid
+    }
+
+    pub fn cgroup_dirs(&self) -> &[PathBuf] {
+        self.inner.cgroups.dirs()
+    }
+}
+
+#[derive(Default)]
+struct Reported {
+    wait_status: Option<libc::c_int>,
+    exec_failure: Option<ExecFailure>,
+    setup_error: Option<String>,
+}
+
+impl Reported {
+    fn take(&mut self, tag: u8, payload: Vec<u8>) {
+        let text = || String::from_utf8_lossy(&payload).into_owned();
+        match tag {
+            MSG_WAIT_STATUS if payload.len() == 4 => {
+                self.wait_status = Some(libc::c_int::from_le_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]));
+            }
+            MSG_NOT_FOUND => self.exec_failure = Some(ExecFailure::NotFound(text())),
+            MSG_NOT_EXECUTABLE => self.exec_failure = Some(ExecFailure::NotExecutable(text())),
+            MSG_SETUP_ERROR => self.setup_error = Some(text()),
+            _ => {}
+        }
+    }
+}
+
+impl RunningSandbox for RunningContainer {
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    fn signal(&self, signal: i32) -> Result<(), SandboxError> {
+        sys::pidfd_send_signal(self.inner.pidfd.as_fd(), signal).map_err(|e| {
+            tier_err(
+                "signalling the sandbox",
+                ContainerError::Syscall("pidfd_send_signal", e),
+            )
+        })
+    }
+
+    fn wait(mut self, deadline: Option<Instant>) -> Result<ExitOutcome, SandboxError> {
+        let s = &mut self.inner;
+        let mut reported = Reported::default();
+        let mut timed_out = false;
+        let mut status_open = true;
+        let mut init_status = None;
+        while init_status.is_none() || status_open {
+            let timeout_ms = match (deadline, timed_out, init_status) {
+                (_, _, Some(_)) => -1,
+                (Some(d), false, None) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
+                }
+                _ => -1,
+            };
+            let mut fds = [
+                libc::pollfd {
+                    fd: s.pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: if status_open {
+                        s.status_r.as_raw_fd()
+                    } else {
+                        -1
+                    },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: s.sigfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if init_status.is_some() {
+                fds[0].fd = -1;
+            }
+            let n = sys::poll(&mut fds, timeout_ms)
+                .map_err(|e| tier_err("waiting", ContainerError::Syscall("poll", e)))?;
+            if n == 0 && timeout_ms >= 0 && !timed_out && init_status.is_none() {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    timed_out = true;
+                    let _ = sys::pidfd_send_signal(s.pidfd.as_fd(), libc::SIGKILL);
+                }
+                continue;
+            }
+            if fds[2].revents & libc::POLLIN != 0 {
+                forward_signals(s);
+            }
+            if fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+                match read_message(&s.status_r) {
+                    Ok(Some((tag, payload))) => reported.take(tag, payload),
+                    Ok(None) | Err(_) => status_open = false,
+                }
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                let status = sys::waitpid(s.pid, 0).map(|(_, st)| st).unwrap_or(0);
+                s.reaped = true;
+                init_status = Some(status);
+            }
+        }
+        let oom = s.cgroups.oom_kills() > 0;
+        drop(self);
+        if timed_out {
+            return Ok(ExitOutcome::TimedOut);
+        }
+        if let Some(e) = reported.exec_failure {
+            return Ok(ExitOutcome::ExecFailed(e));
+        }
+        if let Some(text) = reported.setup_error {
+            return Err(tier_err(
+                "starting the workload",
+                ContainerError::Setup(text),
+            ));
+        }
+        let classify = |signal: i32| {
+            let cause = if signal == libc::SIGKILL && oom {
+                KillCause::MemoryLimit
+            } else if signal == libc::SIGSYS {
+                KillCause::Seccomp
+            } else {
+                KillCause::Signal
+            };
+            ExitOutcome::Signaled { signal, cause }
+        };
+        match reported.wait_status {
+            Some(st) if libc::WIFEXITED(st) => Ok(ExitOutcome::Exited(libc::WEXITSTATUS(st))),
+            Some(st) if libc::WIFSIGNALED(st) => Ok(classify(libc::WTERMSIG(st))),
+            _ => {
+                let st = init_status.unwrap_or(0);
+                if oom {
+                    Ok(classify(libc::SIGKILL))
+                } else {
+                    Err(tier_err(
+                        "waiting for the workload",
+                        ContainerError::InitDied(if libc::WIFSIGNALED(st) {
+                            format!("killed by signal {}", libc::WTERMSIG(st))
+                        } else {
+                            format!("exit status {}", libc::WEXITSTATUS(st))
+                        }),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn forward_signals(s: &ContainerSandbox) {
+    // signalfd_siginfo is 128 bytes: ssi_signo (u32) at 0, ssi_code (i32) at 8.
+    let mut buf = [0u8; 128];
+    while let Ok(128) = sys::read(s.sigfd.as_fd(), &mut buf) {
+        let signo = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let code = i32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        // A terminal's ^C/^\ reaches the workload directly (same process group); forwarding it
+        // again would deliver it twice.
+        if code == libc::SI_KERNEL && (signo == libc::SIGINT || signo == libc::SIGQUIT) {
+            continue;
+        }
+        let _ = sys::pidfd_send_signal(s.pidfd.as_fd(), signo);
+    }
+}

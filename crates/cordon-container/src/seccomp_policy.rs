@@ -1,0 +1,792 @@
+//! The container tier's seccomp-bpf policy and its compiler.
+//!
+//! An allowlist in the spirit of Docker's default profile: the syscalls an ordinary program
+//! needs pass; a named deny list (kernel keyrings, bpf, perf, userfaultfd, io_uring, module
+//! loading, kexec, mount, namespace creation and entry, ptrace, handle-based opens, clock
+//! setting, ...) fails with EPERM; anything unknown fails with ENOSYS so that libc falls back to
+//! an older call. A few syscalls are allowed only with safe arguments: `socket` (no packet, raw,
+//! AF_ALG or AF_VSOCK sockets), `ioctl` (no TIOCSTI/TIOCLINUX terminal injection), `clone` (no
+//! namespace flags), `personality` (only the harmless personas). `clone3` returns ENOSYS since
+//! its flags live in memory a filter cannot read; libc then uses `clone`.
+//!
+//! Allowed syscalls without argument checks are constant for the kernel's seccomp action cache,
+//! so they cost no filter run at all on Linux >= 5.11.
+
+const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+// Classic BPF opcodes.
+const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const BPF_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const BPF_JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+const BPF_AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
+const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const fn off_arg_lo(i: u32) -> u32 {
+    16 + 8 * i
+}
+
+/// What a filter does with a syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Allow,
+    Errno(u16),
+    KillProcess,
+}
+
+impl Action {
+    fn ret(self) -> u32 {
+        match self {
+            Action::Allow => SECCOMP_RET_ALLOW,
+            Action::Errno(e) => SECCOMP_RET_ERRNO | u32::from(e),
+            Action::KillProcess => SECCOMP_RET_KILL_PROCESS,
+        }
+    }
+}
+
+/// A check on one 32-bit argument (the low half; the kernel truncates these to int).
+#[derive(Debug, Clone, Copy)]
+pub enum ArgRule {
+    /// Allow only if `arg` is one of `values`, else `deny`.
+    OneOf {
+        arg: u32,
+        values: &'static [u32],
+        deny: Action,
+    },
+    /// Deny if `arg` equals any of `values`, else allow.
+    NoneOf {
+        arg: u32,
+        values: &'static [u32],
+        deny: Action,
+    },
+    /// Deny if `arg & mask` equals any of `values`, else allow.
+    MaskedNoneOf {
+        arg: u32,
+        mask: u32,
+        values: &'static [u32],
+        deny: Action,
+    },
+    /// Deny if any bit of `mask` is set in `arg`, else allow.
+    NoBits { arg: u32, mask: u32, deny: Action },
+}
+
+/// A whole policy: rules per syscall number, and what happens to the rest.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub allow: Vec<i64>,
+    pub deny: Vec<(i64, Action)>,
+    pub conditional: Vec<(i64, Vec<ArgRule>)>,
+    pub default: Action,
+}
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+fn nr(n: i64) -> u32 {
+    u32::try_from(n).expect("syscall numbers are small and positive")
+}
+
+impl Policy {
+    /// Compiles the policy to classic BPF for `SECCOMP_MODE_FILTER`.
+    pub fn compile(&self) -> Vec<libc::sock_filter> {
+        let mut p = vec![
+            stmt(BPF_LD_W_ABS, OFF_ARCH),
+            jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
+            stmt(BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
+            stmt(BPF_LD_W_ABS, OFF_NR),
+            // x32 syscalls share the arch value; refuse them outright.
+            jump(BPF_JGE_K, X32_SYSCALL_BIT, 0, 1),
+            stmt(BPF_RET_K, Action::Errno(libc::EPERM as u16).ret()),
+        ];
+        for &n in &self.allow {
+            p.push(jump(BPF_JEQ_K, nr(n), 0, 1));
+            p.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
+        }
+        for &(n, action) in &self.deny {
+            p.push(jump(BPF_JEQ_K, nr(n), 0, 1));
+            p.push(stmt(BPF_RET_K, action.ret()));
+        }
+        for (n, rules) in &self.conditional {
+            let mut body = Vec::new();
+            for rule in rules {
+                body.extend(compile_rule(rule));
+            }
+            body.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
+            let skip = u8::try_from(body.len()).expect("argument rule block fits a short jump");
+            // The body always ends in a return, so the accumulator (the syscall number) is
+            // intact whenever execution continues past it.
+            p.push(jump(BPF_JEQ_K, nr(*n), 0, skip));
+            p.extend(body);
+        }
+        p.push(stmt(BPF_RET_K, self.default.ret()));
+        p
+    }
+}
+
+fn compile_rule(rule: &ArgRule) -> Vec<libc::sock_filter> {
+    let mut out = Vec::new();
+    match *rule {
+        ArgRule::OneOf { arg, values, deny } => {
+            out.push(stmt(BPF_LD_W_ABS, off_arg_lo(arg)));
+            let n = values.len();
+            for (i, &v) in values.iter().enumerate() {
+                // On match jump past the remaining compares and the deny return.
+                let jt = u8::try_from(n - i).expect("short value list");
+                out.push(jump(BPF_JEQ_K, v, jt, 0));
+            }
+            out.push(stmt(BPF_RET_K, deny.ret()));
+        }
+        ArgRule::NoneOf { arg, values, deny } => {
+            out.push(stmt(BPF_LD_W_ABS, off_arg_lo(arg)));
+            deny_on_match(&mut out, values, deny);
+        }
+        ArgRule::MaskedNoneOf {
+            arg,
+            mask,
+            values,
+            deny,
+        } => {
+            out.push(stmt(BPF_LD_W_ABS, off_arg_lo(arg)));
+            out.push(stmt(BPF_AND_K, mask));
+            deny_on_match(&mut out, values, deny);
+        }
+        ArgRule::NoBits { arg, mask, deny } => {
+            out.push(stmt(BPF_LD_W_ABS, off_arg_lo(arg)));
+            out.push(jump(BPF_JSET_K, mask, 0, 1));
+            out.push(stmt(BPF_RET_K, deny.ret()));
+        }
+    }
+    out
+}
+
+fn deny_on_match(out: &mut Vec<libc::sock_filter>, values: &[u32], deny: Action) {
+    for &v in values {
+        out.push(jump(BPF_JEQ_K, v, 0, 1));
+        out.push(stmt(BPF_RET_K, deny.ret()));
+    }
+}
+
+const EPERM: Action = Action::Errno(libc::EPERM as u16);
+
+/// Syscalls the workload may make freely.
+const WORKLOAD_ALLOW: &[i64] = &[
+    // The hottest first: they are tested first when the action cache does not apply.
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_futex,
+    libc::SYS_close,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_brk,
+    libc::SYS_openat,
+    libc::SYS_newfstatat,
+    libc::SYS_fstat,
+    libc::SYS_lseek,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_getpid,
+    libc::SYS_getppid,
+    libc::SYS_gettid,
+    libc::SYS_clock_gettime,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_create,
+    libc::SYS_epoll_create1,
+    libc::SYS_select,
+    libc::SYS_pselect6,
+    // Files and directories.
+    libc::SYS_open,
+    libc::SYS_openat2,
+    libc::SYS_creat,
+    libc::SYS_stat,
+    libc::SYS_lstat,
+    libc::SYS_statx,
+    libc::SYS_statfs,
+    libc::SYS_fstatfs,
+    libc::SYS_access,
+    libc::SYS_faccessat,
+    libc::SYS_faccessat2,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_preadv2,
+    libc::SYS_pwritev2,
+    libc::SYS_sendfile,
+    libc::SYS_splice,
+    libc::SYS_tee,
+    libc::SYS_vmsplice,
+    libc::SYS_copy_file_range,
+    libc::SYS_getdents,
+    libc::SYS_getdents64,
+    libc::SYS_getcwd,
+    libc::SYS_chdir,
+    libc::SYS_fchdir,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_mkdir,
+    libc::SYS_mkdirat,
+    libc::SYS_rmdir,
+    libc::SYS_link,
+    libc::SYS_linkat,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_symlink,
+    libc::SYS_symlinkat,
+    libc::SYS_readlink,
+    libc::SYS_readlinkat,
+    libc::SYS_chmod,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    libc::SYS_chown,
+    libc::SYS_fchown,
+    libc::SYS_lchown,
+    libc::SYS_fchownat,
+    libc::SYS_umask,
+    libc::SYS_truncate,
+    libc::SYS_ftruncate,
+    libc::SYS_fallocate,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_sync,
+    libc::SYS_syncfs,
+    libc::SYS_sync_file_range,
+    libc::SYS_fadvise64,
+    libc::SYS_readahead,
+    libc::SYS_flock,
+    libc::SYS_fcntl,
+    libc::SYS_dup,
+    libc::SYS_dup2,
+    libc::SYS_dup3,
+    libc::SYS_pipe,
+    libc::SYS_pipe2,
+    libc::SYS_utime,
+    libc::SYS_utimes,
+    libc::SYS_utimensat,
+    libc::SYS_futimesat,
+    libc::SYS_mknod,
+    libc::SYS_mknodat,
+    libc::SYS_getxattr,
+    libc::SYS_lgetxattr,
+    libc::SYS_fgetxattr,
+    libc::SYS_listxattr,
+    libc::SYS_llistxattr,
+    libc::SYS_flistxattr,
+    libc::SYS_setxattr,
+    libc::SYS_lsetxattr,
+    libc::SYS_fsetxattr,
+    libc::SYS_removexattr,
+    libc::SYS_lremovexattr,
+    libc::SYS_fremovexattr,
+    libc::SYS_inotify_init,
+    libc::SYS_inotify_init1,
+    libc::SYS_inotify_add_watch,
+    libc::SYS_inotify_rm_watch,
+    libc::SYS_close_range,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_memfd_create,
+    libc::SYS_fchmodat2,
+    // Memory.
+    libc::SYS_mremap,
+    libc::SYS_msync,
+    libc::SYS_mincore,
+    libc::SYS_madvise,
+    libc::SYS_mlock,
+    libc::SYS_mlock2,
+    libc::SYS_munlock,
+    libc::SYS_mlockall,
+    libc::SYS_munlockall,
+    libc::SYS_remap_file_pages,
+    libc::SYS_pkey_mprotect,
+    libc::SYS_pkey_alloc,
+    libc::SYS_pkey_free,
+    libc::SYS_membarrier,
+    libc::SYS_shmget,
+    libc::SYS_shmat,
+    libc::SYS_shmctl,
+    libc::SYS_shmdt,
+    libc::SYS_semget,
+    libc::SYS_semop,
+    libc::SYS_semctl,
+    libc::SYS_semtimedop,
+    libc::SYS_msgget,
+    libc::SYS_msgsnd,
+    libc::SYS_msgrcv,
+    libc::SYS_msgctl,
+    libc::SYS_mq_open,
+    libc::SYS_mq_unlink,
+    libc::SYS_mq_timedsend,
+    libc::SYS_mq_timedreceive,
+    libc::SYS_mq_notify,
+    libc::SYS_mq_getsetattr,
+    // Processes, threads, signals.
+    libc::SYS_fork,
+    libc::SYS_vfork,
+    libc::SYS_execve,
+    libc::SYS_execveat,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_wait4,
+    libc::SYS_waitid,
+    libc::SYS_kill,
+    libc::SYS_tkill,
+    libc::SYS_tgkill,
+    libc::SYS_rt_sigpending,
+    libc::SYS_rt_sigtimedwait,
+    libc::SYS_rt_sigqueueinfo,
+    libc::SYS_rt_tgsigqueueinfo,
+    libc::SYS_rt_sigsuspend,
+    libc::SYS_sigaltstack,
+    libc::SYS_pause,
+    libc::SYS_signalfd,
+    libc::SYS_signalfd4,
+    libc::SYS_set_tid_address,
+    libc::SYS_set_robust_list,
+    libc::SYS_get_robust_list,
+    libc::SYS_futex_waitv,
+    libc::SYS_rseq,
+    libc::SYS_arch_prctl,
+    libc::SYS_prctl,
+    libc::SYS_restart_syscall,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_sched_setaffinity,
+    libc::SYS_sched_getparam,
+    libc::SYS_sched_setparam,
+    libc::SYS_sched_getscheduler,
+    libc::SYS_sched_setscheduler,
+    libc::SYS_sched_getattr,
+    libc::SYS_sched_setattr,
+    libc::SYS_sched_get_priority_max,
+    libc::SYS_sched_get_priority_min,
+    libc::SYS_sched_rr_get_interval,
+    libc::SYS_getpriority,
+    libc::SYS_setpriority,
+    libc::SYS_pidfd_open,
+    libc::SYS_pidfd_send_signal,
+    libc::SYS_getcpu,
+    libc::SYS_seccomp,
+    libc::SYS_landlock_create_ruleset,
+    libc::SYS_landlock_add_rule,
+    libc::SYS_landlock_restrict_self,
+    libc::SYS_ioprio_get,
+    libc::SYS_ioprio_set,
+    // Identity (the kernel still checks capabilities, and there are none).
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_getresuid,
+    libc::SYS_getresgid,
+    libc::SYS_getgroups,
+    libc::SYS_setuid,
+    libc::SYS_setgid,
+    libc::SYS_setreuid,
+    libc::SYS_setregid,
+    libc::SYS_setresuid,
+    libc::SYS_setresgid,
+    libc::SYS_setgroups,
+    libc::SYS_setfsuid,
+    libc::SYS_setfsgid,
+    libc::SYS_capget,
+    libc::SYS_capset,
+    libc::SYS_getpgid,
+    libc::SYS_setpgid,
+    libc::SYS_getpgrp,
+    libc::SYS_getsid,
+    libc::SYS_setsid,
+    // Time, limits, system information.
+    libc::SYS_gettimeofday,
+    libc::SYS_time,
+    libc::SYS_clock_getres,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_alarm,
+    libc::SYS_getitimer,
+    libc::SYS_setitimer,
+    libc::SYS_timer_create,
+    libc::SYS_timer_settime,
+    libc::SYS_timer_gettime,
+    libc::SYS_timer_getoverrun,
+    libc::SYS_timer_delete,
+    libc::SYS_timerfd_create,
+    libc::SYS_timerfd_settime,
+    libc::SYS_timerfd_gettime,
+    libc::SYS_eventfd,
+    libc::SYS_eventfd2,
+    libc::SYS_getrlimit,
+    libc::SYS_setrlimit,
+    libc::SYS_prlimit64,
+    libc::SYS_getrusage,
+    libc::SYS_times,
+    libc::SYS_sysinfo,
+    libc::SYS_uname,
+    libc::SYS_getrandom,
+    // Asynchronous I/O of the classic kind (io_uring is denied below).
+    libc::SYS_io_setup,
+    libc::SYS_io_destroy,
+    libc::SYS_io_getevents,
+    333, // io_pgetevents
+    libc::SYS_io_submit,
+    libc::SYS_io_cancel,
+    // Sockets (socket and socketpair themselves are argument-checked).
+    libc::SYS_connect,
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_sendto,
+    libc::SYS_recvfrom,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_recvmmsg,
+    libc::SYS_shutdown,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+];
+
+/// Syscalls refused with EPERM, named so that the policy says what it stops.
+const WORKLOAD_DENY: &[i64] = &[
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_kcmp,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_settimeofday,
+    libc::SYS_adjtimex,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_reboot,
+    libc::SYS_syslog,
+    libc::SYS_acct,
+    libc::SYS_quotactl,
+    libc::SYS_lookup_dcookie,
+    libc::SYS_fanotify_init,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
+    libc::SYS_sethostname,
+    libc::SYS_setdomainname,
+    libc::SYS_vhangup,
+    libc::SYS_uselib,
+    libc::SYS_ustat,
+    libc::SYS_sysfs,
+    libc::SYS__sysctl,
+    libc::SYS_personality,
+    libc::SYS_modify_ldt,
+    libc::SYS_mbind,
+    libc::SYS_set_mempolicy,
+    libc::SYS_get_mempolicy,
+    libc::SYS_migrate_pages,
+    libc::SYS_move_pages,
+    libc::SYS_memfd_secret,
+];
+
+const CLONE_NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWCGROUP) as u32;
+
+const SOCKET_FAMILIES: &[u32] = &[
+    libc::AF_UNIX as u32,
+    libc::AF_INET as u32,
+    libc::AF_INET6 as u32,
+    libc::AF_NETLINK as u32,
+];
+const UNIX_ONLY: &[u32] = &[libc::AF_UNIX as u32];
+const RAW_SOCKET_TYPES: &[u32] = &[libc::SOCK_RAW as u32, 10 /* SOCK_PACKET */];
+const TTY_INJECTION: &[u32] = &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
+// PER_LINUX, PER_LINUX32, UNAME26 and the query value 0xffffffff.
+const SAFE_PERSONAS: &[u32] = &[0x0, 0x8, 0x0002_0000, 0x0002_0008, 0xffff_ffff];
+
+/// The default policy for workloads in the container tier.
+pub fn workload_policy() -> Policy {
+    // personality is listed as denied for documentation but gets an argument check below.
+    let mut deny: Vec<(i64, Action)> = WORKLOAD_DENY
+        .iter()
+        .filter(|&&n| n != libc::SYS_personality)
+        .map(|&n| (n, EPERM))
+        .collect();
+    deny.push((libc::SYS_clone3, Action::Errno(libc::ENOSYS as u16)));
+    Policy {
+        allow: WORKLOAD_ALLOW.to_vec(),
+        deny,
+        conditional: vec![
+            (
+                libc::SYS_socket,
+                vec![
+                    ArgRule::OneOf {
+                        arg: 0,
+                        values: SOCKET_FAMILIES,
+                        deny: Action::Errno(libc::EAFNOSUPPORT as u16),
+                    },
+                    ArgRule::MaskedNoneOf {
+                        arg: 1,
+                        mask: 0xf,
+                        values: RAW_SOCKET_TYPES,
+                        deny: EPERM,
+                    },
+                ],
+            ),
+            (
+                libc::SYS_socketpair,
+                vec![ArgRule::OneOf {
+                    arg: 0,
+                    values: UNIX_ONLY,
+                    deny: Action::Errno(libc::EAFNOSUPPORT as u16),
+                }],
+            ),
+            (
+                libc::SYS_ioctl,
+                vec![ArgRule::NoneOf {
+                    arg: 1,
+                    values: TTY_INJECTION,
+                    deny: EPERM,
+                }],
+            ),
+            (
+                libc::SYS_clone,
+                vec![ArgRule::NoBits {
+                    arg: 0,
+                    mask: CLONE_NAMESPACE_FLAGS,
+                    deny: EPERM,
+                }],
+            ),
+            (
+                libc::SYS_personality,
+                vec![ArgRule::OneOf {
+                    arg: 0,
+                    values: SAFE_PERSONAS,
+                    deny: EPERM,
+                }],
+            ),
+        ],
+        default: Action::Errno(libc::ENOSYS as u16),
+    }
+}
+
+/// The policy cordon's own in-sandbox init runs under once the workload is started: it only
+/// waits for signals and children, forwards signals and reports one status. Anything else
+/// kills it, which tears the sandbox down.
+pub fn init_policy() -> Policy {
+    Policy {
+        allow: vec![
+            libc::SYS_rt_sigtimedwait,
+            libc::SYS_wait4,
+            libc::SYS_waitid,
+            libc::SYS_kill,
+            libc::SYS_write,
+            libc::SYS_close,
+            libc::SYS_exit,
+            libc::SYS_exit_group,
+            libc::SYS_rt_sigreturn,
+            libc::SYS_rt_sigprocmask,
+            libc::SYS_restart_syscall,
+            libc::SYS_munmap,
+            libc::SYS_brk,
+            libc::SYS_mmap,
+            libc::SYS_futex,
+        ],
+        deny: Vec::new(),
+        conditional: Vec::new(),
+        default: Action::KillProcess,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny classic-BPF interpreter, enough to check the compiled programs' decisions.
+    fn run(prog: &[libc::sock_filter], nr: u32, args: [u64; 6]) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_ne_bytes());
+        data[4..8].copy_from_slice(&AUDIT_ARCH_X86_64.to_ne_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
+        }
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = prog[pc];
+            match ins.code {
+                BPF_LD_W_ABS => {
+                    let k = ins.k as usize;
+                    acc = u32::from_ne_bytes(data[k..k + 4].try_into().unwrap());
+                }
+                BPF_AND_K => acc &= ins.k,
+                BPF_RET_K => return ins.k,
+                BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
+                    let hit = match ins.code {
+                        BPF_JEQ_K => acc == ins.k,
+                        BPF_JGE_K => acc >= ins.k,
+                        _ => acc & ins.k != 0,
+                    };
+                    pc += usize::from(if hit { ins.jt } else { ins.jf });
+                }
+                other => panic!("unknown opcode {other:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    fn n(x: i64) -> u32 {
+        nr(x)
+    }
+
+    #[test]
+    fn workload_decisions() {
+        let prog = workload_policy().compile();
+        assert!(prog.len() < 4096);
+        let eperm = SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        assert_eq!(run(&prog, n(libc::SYS_read), [0; 6]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(&prog, n(libc::SYS_bpf), [0; 6]), eperm);
+        assert_eq!(run(&prog, n(libc::SYS_mount), [0; 6]), eperm);
+        assert_eq!(run(&prog, n(libc::SYS_io_uring_setup), [0; 6]), eperm);
+        assert_eq!(
+            run(&prog, n(libc::SYS_clone3), [0; 6]),
+            SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+        );
+        assert_eq!(
+            run(&prog, 999, [0; 6]),
+            SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+        );
+        // socket: families and types.
+        let sock = n(libc::SYS_socket);
+        let inet = libc::AF_INET as u64;
+        assert_eq!(
+            run(&prog, sock, [inet, libc::SOCK_STREAM as u64, 0, 0, 0, 0]),
+            SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            run(
+                &prog,
+                sock,
+                [
+                    inet,
+                    (libc::SOCK_RAW | libc::SOCK_CLOEXEC) as u64,
+                    0,
+                    0,
+                    0,
+                    0
+                ]
+            ),
+            eperm
+        );
+        assert_eq!(
+            run(&prog, sock, [libc::AF_PACKET as u64, 3, 0, 0, 0, 0]),
+            SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32
+        );
+        assert_eq!(
+            run(&prog, sock, [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]),
+            SECCOMP_RET_ALLOW
+        );
+        // ioctl, clone, personality.
+        let ioctl = n(libc::SYS_ioctl);
+        assert_eq!(
+            run(&prog, ioctl, [0, libc::TIOCSTI as u64, 0, 0, 0, 0]),
+            eperm
+        );
+        assert_eq!(
+            run(&prog, ioctl, [0, libc::TCGETS as u64, 0, 0, 0, 0]),
+            SECCOMP_RET_ALLOW
+        );
+        let clone = n(libc::SYS_clone);
+        assert_eq!(
+            run(&prog, clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
+            SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            run(&prog, clone, [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]),
+            eperm
+        );
+        let pers = n(libc::SYS_personality);
+        assert_eq!(
+            run(&prog, pers, [0xffff_ffff, 0, 0, 0, 0, 0]),
+            SECCOMP_RET_ALLOW
+        );
+        assert_eq!(run(&prog, pers, [0x0040_0000, 0, 0, 0, 0, 0]), eperm);
+        // Checks after a conditional block still see the syscall number.
+        assert_eq!(run(&prog, n(libc::SYS_write), [0; 6]), SECCOMP_RET_ALLOW);
+    }
+
+    #[test]
+    fn init_policy_kills_the_rest() {
+        let prog = init_policy().compile();
+        assert_eq!(run(&prog, n(libc::SYS_wait4), [0; 6]), SECCOMP_RET_ALLOW);
+        assert_eq!(
+            run(&prog, n(libc::SYS_openat), [0; 6]),
+            SECCOMP_RET_KILL_PROCESS
+        );
+    }
+
+    #[test]
+    fn allow_and_deny_lists_are_disjoint() {
+        let policy = workload_policy();
+        for (d, _) in &policy.deny {
+            assert!(
+                !policy.allow.contains(d),
+                "syscall {d} both allowed and denied"
+            );
+        }
+    }
+}
