@@ -10,8 +10,8 @@ use cordon_container::ContainerTier;
 use cordon_sandbox::parse::{parse_cpus, parse_duration, parse_size};
 use cordon_sandbox::spec::{parse_env, parse_user};
 use cordon_sandbox::{
-    exit_code, BindMount, Capability, CreatedSandbox, Network, RootfsSource, RunningSandbox,
-    SandboxError, SandboxSpec, Tier, TierKind, UserNamespace,
+    exit_code, BindMount, Capability, Network, RootfsSource, RunningSandbox, SandboxError,
+    SandboxSpec, TierKind, UserNamespace,
 };
 
 const EXIT_CODES: &str = "\
@@ -160,9 +160,8 @@ fn run(tier: &ContainerTier, args: RunArgs) -> Result<i32, SandboxError> {
     if spec.tier != TierKind::Container {
         return Err(SandboxError::TierUnavailable(spec.tier));
     }
-    let created = tier.create(&spec)?;
     let deadline = spec.timeout.map(|t| Instant::now() + t);
-    let outcome = created.start()?.wait(deadline)?;
+    let outcome = tier.create_started(&spec)?.wait(deadline)?;
     if let Some(why) = outcome.explanation() {
         eprintln!("cordon: {why}");
     }
@@ -195,16 +194,10 @@ fn main() -> ExitCode {
         run_dir: cli.run_dir,
     };
     let code = match cli.command {
-        Command::Run(args) => {
-            if let Err(e) = cordon_container::selfexe::reexec_sealed() {
-                eprintln!("cordon: re-executing from a sealed copy of the binary: {e}");
-                return ExitCode::from(exit_code::RUNTIME_FAILED as u8);
-            }
-            run(&tier, args).unwrap_or_else(|e| {
-                report(&e);
-                exit_code::RUNTIME_FAILED
-            })
-        }
+        Command::Run(args) => run(&tier, args).unwrap_or_else(|e| {
+            report(&e);
+            exit_code::RUNTIME_FAILED
+        }),
         Command::Gc => match tier.collect_garbage() {
             Ok(r) => {
                 for d in &r.removed {

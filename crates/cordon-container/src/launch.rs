@@ -56,7 +56,8 @@ pub(crate) struct ChildConfig<'a> {
     pub last_cap: u8,
     pub workload_filter: Vec<libc::sock_filter>,
     pub init_filter: Vec<libc::sock_filter>,
-    pub cgroup_procs: Vec<OwnedFd>,
+    /// v1 `tasks` files to write "0" to (empty on v2, where the clone placed us already).
+    pub cgroup_tasks: Vec<OwnedFd>,
     pub status_w: OwnedFd,
     pub start_r: OwnedFd,
     pub life_r: OwnedFd,
@@ -108,7 +109,7 @@ fn setup(cfg: &ChildConfig<'_>) -> Result<(), SetupError> {
     if cfg.userns {
         write_id_maps(cfg)?;
     }
-    for fd in &cfg.cgroup_procs {
+    for fd in &cfg.cgroup_tasks {
         sys::write_all(fd.as_fd(), b"0").step(|| "joining the sandbox cgroup".into())?;
     }
     sys::unshare(libc::CLONE_NEWCGROUP).step(|| "creating the cgroup namespace".into())?;

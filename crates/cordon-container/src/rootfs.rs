@@ -9,7 +9,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use cordon_sandbox::RootfsSource;
@@ -104,6 +104,29 @@ fn flags_nosuid_nodev() -> libc::c_ulong {
 fn ensure_dir(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    // Fast paths: the directory exists, or only its last component is missing.
+    match sys::openat2(root, rel, libc::O_PATH | libc::O_DIRECTORY, resolve) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) {
+        let parent_path = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let Ok(dir) = sys::openat2(root, parent_path, libc::O_PATH | libc::O_DIRECTORY, resolve)
+        {
+            match sys::mkdirat(dir.as_fd(), Path::new(name), 0o755) {
+                Ok(()) => {
+                    return sys::openat2(root, rel, libc::O_PATH | libc::O_DIRECTORY, resolve)
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     let mut cur = sys::openat2(
         root,
         Path::new("."),
@@ -317,9 +340,17 @@ impl Builder<'_> {
             libc::MS_NOSUID | libc::MS_NOEXEC,
             "mode=0755,size=64k",
         )?;
+        let dev = self.root_path.join("dev");
         for name in DEVICES {
             let host = Path::new("/dev").join(name);
-            self.bind_host(&host, &host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?;
+            if self.plan.userns {
+                // mknod is not allowed in a user namespace; share the host's nodes instead.
+                self.bind_host(&host, &host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?;
+            } else {
+                let st = fs::metadata(&host).step(|| format!("inspecting {}", host.display()))?;
+                sys::mknod(&dev.join(name), 0o666 | libc::S_IFCHR, st.rdev())
+                    .step(|| format!("creating /dev/{name}"))?;
+            }
         }
         let pts_opts = if self.plan.userns {
             "newinstance,ptmxmode=0666,mode=0620"
@@ -338,7 +369,6 @@ impl Builder<'_> {
             flags_nosuid_nodev() | libc::MS_NOEXEC,
             "mode=1777,size=65536k",
         )?;
-        let dev = self.root_path.join("dev");
         for (name, target) in [
             ("ptmx", "pts/ptmx"),
             ("fd", "/proc/self/fd"),

@@ -50,6 +50,12 @@ impl Action {
     }
 }
 
+/// An errno action from a libc constant (all errno values fit in 16 bits).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+const fn errno(e: libc::c_int) -> Action {
+    Action::Errno(e as u16)
+}
+
 /// A check on one 32-bit argument (the low half; the kernel truncates these to int).
 #[derive(Debug, Clone, Copy)]
 pub enum ArgRule {
@@ -102,9 +108,50 @@ fn nr(n: i64) -> u32 {
     u32::try_from(n).expect("syscall numbers are small and positive")
 }
 
+/// Where a range of syscall numbers ends up in the compiled program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    Return(u32),
+    /// Jump to the argument-check block with this index.
+    Block(usize),
+}
+
+const BPF_JA: u16 = 0x05; // BPF_JMP | BPF_JA
+
 impl Policy {
     /// Compiles the policy to classic BPF for `SECCOMP_MODE_FILTER`.
+    ///
+    /// The syscall number is looked up in a balanced binary tree of number ranges (about nine
+    /// comparisons for any syscall), and argument checks live in blocks after the tree. A short
+    /// program matters twice: on every syscall the cache cannot decide, and when the filter is
+    /// attached, as the kernel then evaluates it for every syscall number to fill its cache.
     pub fn compile(&self) -> Vec<libc::sock_filter> {
+        let mut leaves: std::collections::BTreeMap<u32, Leaf> = std::collections::BTreeMap::new();
+        for &n in &self.allow {
+            leaves.insert(nr(n), Leaf::Return(SECCOMP_RET_ALLOW));
+        }
+        for &(n, action) in &self.deny {
+            leaves.entry(nr(n)).or_insert(Leaf::Return(action.ret()));
+        }
+        for (i, (n, _)) in self.conditional.iter().enumerate() {
+            leaves.insert(nr(*n), Leaf::Block(i));
+        }
+        // Ranges [start, next start) with one leaf each; gaps get the default.
+        let default = Leaf::Return(self.default.ret());
+        let mut ranges: Vec<(u32, Leaf)> = vec![(0, default)];
+        for (&n, &leaf) in &leaves {
+            if ranges.last().is_some_and(|&(start, _)| start == n) {
+                ranges.pop();
+            }
+            if ranges.last().map(|r| r.1) != Some(leaf) {
+                ranges.push((n, leaf));
+            }
+            if !leaves.contains_key(&(n + 1)) {
+                ranges.push((n + 1, default));
+            }
+        }
+        ranges.dedup_by(|b, a| a.1 == b.1);
+
         let mut p = vec![
             stmt(BPF_LD_W_ABS, OFF_ARCH),
             jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
@@ -112,31 +159,60 @@ impl Policy {
             stmt(BPF_LD_W_ABS, OFF_NR),
             // x32 syscalls share the arch value; refuse them outright.
             jump(BPF_JGE_K, X32_SYSCALL_BIT, 0, 1),
-            stmt(BPF_RET_K, Action::Errno(libc::EPERM as u16).ret()),
+            stmt(BPF_RET_K, errno(libc::EPERM).ret()),
         ];
-        for &n in &self.allow {
-            p.push(jump(BPF_JEQ_K, nr(n), 0, 1));
+        let mut fixups = Vec::new();
+        emit_tree(&ranges, &mut p, &mut fixups);
+        let mut block_starts = Vec::new();
+        for (_, rules) in &self.conditional {
+            block_starts.push(p.len());
+            for rule in rules {
+                p.extend(compile_rule(rule));
+            }
             p.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
         }
-        for &(n, action) in &self.deny {
-            p.push(jump(BPF_JEQ_K, nr(n), 0, 1));
-            p.push(stmt(BPF_RET_K, action.ret()));
+        for (pc, block) in fixups {
+            p[pc].k = u32::try_from(block_starts[block] - pc - 1).expect("program is short");
         }
-        for (n, rules) in &self.conditional {
-            let mut body = Vec::new();
-            for rule in rules {
-                body.extend(compile_rule(rule));
-            }
-            body.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
-            let skip = u8::try_from(body.len()).expect("argument rule block fits a short jump");
-            // The body always ends in a return, so the accumulator (the syscall number) is
-            // intact whenever execution continues past it.
-            p.push(jump(BPF_JEQ_K, nr(*n), 0, skip));
-            p.extend(body);
-        }
-        p.push(stmt(BPF_RET_K, self.default.ret()));
         p
     }
+}
+
+fn tree_size(ranges: &[(u32, Leaf)]) -> usize {
+    if ranges.len() == 1 {
+        return 1;
+    }
+    let mid = ranges.len() / 2;
+    let left = tree_size(&ranges[..mid]);
+    1 + usize::from(left > 255) + left + tree_size(&ranges[mid..])
+}
+
+fn emit_tree(
+    ranges: &[(u32, Leaf)],
+    p: &mut Vec<libc::sock_filter>,
+    fixups: &mut Vec<(usize, usize)>,
+) {
+    if let [(_, leaf)] = ranges {
+        match *leaf {
+            Leaf::Return(k) => p.push(stmt(BPF_RET_K, k)),
+            Leaf::Block(b) => {
+                fixups.push((p.len(), b));
+                p.push(stmt(BPF_JA, 0));
+            }
+        }
+        return;
+    }
+    let mid = ranges.len() / 2;
+    let left = tree_size(&ranges[..mid]);
+    match u8::try_from(left) {
+        Ok(jt) => p.push(jump(BPF_JGE_K, ranges[mid].0, jt, 0)),
+        Err(_) => {
+            p.push(jump(BPF_JGE_K, ranges[mid].0, 0, 1));
+            p.push(stmt(BPF_JA, u32::try_from(left).expect("program is short")));
+        }
+    }
+    emit_tree(&ranges[..mid], p, fixups);
+    emit_tree(&ranges[mid..], p, fixups);
 }
 
 fn compile_rule(rule: &ArgRule) -> Vec<libc::sock_filter> {
@@ -182,7 +258,7 @@ fn deny_on_match(out: &mut Vec<libc::sock_filter>, values: &[u32], deny: Action)
     }
 }
 
-const EPERM: Action = Action::Errno(libc::EPERM as u16);
+const EPERM: Action = errno(libc::EPERM);
 
 /// Syscalls the workload may make freely.
 const WORKLOAD_ALLOW: &[i64] = &[
@@ -555,6 +631,8 @@ const SOCKET_FAMILIES: &[u32] = &[
 ];
 const UNIX_ONLY: &[u32] = &[libc::AF_UNIX as u32];
 const RAW_SOCKET_TYPES: &[u32] = &[libc::SOCK_RAW as u32, 10 /* SOCK_PACKET */];
+// ioctl request numbers are 32-bit in the kernel ABI.
+#[allow(clippy::cast_possible_truncation)]
 const TTY_INJECTION: &[u32] = &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 // PER_LINUX, PER_LINUX32, UNAME26 and the query value 0xffffffff.
 const SAFE_PERSONAS: &[u32] = &[0x0, 0x8, 0x0002_0000, 0x0002_0008, 0xffff_ffff];
@@ -567,7 +645,7 @@ pub fn workload_policy() -> Policy {
         .filter(|&&n| n != libc::SYS_personality)
         .map(|&n| (n, EPERM))
         .collect();
-    deny.push((libc::SYS_clone3, Action::Errno(libc::ENOSYS as u16)));
+    deny.push((libc::SYS_clone3, errno(libc::ENOSYS)));
     Policy {
         allow: WORKLOAD_ALLOW.to_vec(),
         deny,
@@ -578,7 +656,7 @@ pub fn workload_policy() -> Policy {
                     ArgRule::OneOf {
                         arg: 0,
                         values: SOCKET_FAMILIES,
-                        deny: Action::Errno(libc::EAFNOSUPPORT as u16),
+                        deny: errno(libc::EAFNOSUPPORT),
                     },
                     ArgRule::MaskedNoneOf {
                         arg: 1,
@@ -593,7 +671,7 @@ pub fn workload_policy() -> Policy {
                 vec![ArgRule::OneOf {
                     arg: 0,
                     values: UNIX_ONLY,
-                    deny: Action::Errno(libc::EAFNOSUPPORT as u16),
+                    deny: errno(libc::EAFNOSUPPORT),
                 }],
             ),
             (
@@ -621,7 +699,7 @@ pub fn workload_policy() -> Policy {
                 }],
             ),
         ],
-        default: Action::Errno(libc::ENOSYS as u16),
+        default: errno(libc::ENOSYS),
     }
 }
 
@@ -674,6 +752,7 @@ mod tests {
                     acc = u32::from_ne_bytes(data[k..k + 4].try_into().unwrap());
                 }
                 BPF_AND_K => acc &= ins.k,
+                BPF_JA => pc += ins.k as usize,
                 BPF_RET_K => return ins.k,
                 BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
                     let hit = match ins.code {
@@ -743,11 +822,11 @@ mod tests {
         // ioctl, clone, personality.
         let ioctl = n(libc::SYS_ioctl);
         assert_eq!(
-            run(&prog, ioctl, [0, libc::TIOCSTI as u64, 0, 0, 0, 0]),
+            run(&prog, ioctl, [0, libc::TIOCSTI, 0, 0, 0, 0]),
             eperm
         );
         assert_eq!(
-            run(&prog, ioctl, [0, libc::TCGETS as u64, 0, 0, 0, 0]),
+            run(&prog, ioctl, [0, libc::TCGETS, 0, 0, 0, 0]),
             SECCOMP_RET_ALLOW
         );
         let clone = n(libc::SYS_clone);
@@ -767,6 +846,32 @@ mod tests {
         assert_eq!(run(&prog, pers, [0x0040_0000, 0, 0, 0, 0, 0]), eperm);
         // Checks after a conditional block still see the syscall number.
         assert_eq!(run(&prog, n(libc::SYS_write), [0; 6]), SECCOMP_RET_ALLOW);
+    }
+
+    #[test]
+    fn every_syscall_number_gets_its_listed_action() {
+        let policy = workload_policy();
+        let prog = policy.compile();
+        assert!(
+            prog.len() < 400,
+            "tree program unexpectedly long: {}",
+            prog.len()
+        );
+        let enosys = SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        for nr_ in 0..600u32 {
+            let want = if policy.allow.iter().any(|&a| nr(a) == nr_) {
+                Some(SECCOMP_RET_ALLOW)
+            } else if let Some((_, act)) = policy.deny.iter().find(|(d, _)| nr(*d) == nr_) {
+                Some(act.ret())
+            } else if policy.conditional.iter().any(|(c, _)| nr(*c) == nr_) {
+                None
+            } else {
+                Some(enosys)
+            };
+            if let Some(want) = want {
+                assert_eq!(run(&prog, nr_, [0; 6]), want, "syscall {nr_}");
+            }
+        }
     }
 
     #[test]

@@ -67,19 +67,25 @@ pub enum Forked {
     Child,
 }
 
-/// Fork-like `clone3` with namespace `flags`, returning a pidfd of the child to the parent.
+/// Fork-like `clone3` with namespace `flags`, optionally straight into the cgroup v2 directory
+/// `cgroup`, returning a pidfd of the child to the parent.
 ///
 /// # Safety
 /// The caller must be single-threaded: the child gets a copy of the address space with only
 /// the calling thread, so locks held by other threads would never be released in it.
-pub unsafe fn clone3(flags: u64) -> io::Result<Forked> {
+pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let mut pidfd: libc::c_int = -1;
-    let args = CloneArgs {
+    let mut args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
+    if let Some(cg) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = u64::try_from(cg.as_raw_fd()).unwrap_or(0);
+    }
     // SAFETY: `args` is a valid clone_args of the size passed; with no stack given the child
     // continues on a copy of this stack, like fork(); the caller guarantees single-threadedness.
     let ret = unsafe {
@@ -264,6 +270,15 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     // SAFETY: `st` is a valid out-pointer.
     check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
     Ok(st)
+}
+
+/// `mknod` with permissions exactly `mode` (the umask is not applied).
+pub fn mknod(path: &Path, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: `c` is NUL-terminated.
+    check(unsafe { libc::mknod(c.as_ptr(), mode, dev) })?;
+    // SAFETY: `c` is NUL-terminated.
+    check(unsafe { libc::chmod(c.as_ptr(), mode & 0o7777) }).map(drop)
 }
 
 pub fn sethostname(name: &str) -> io::Result<()> {
@@ -566,9 +581,11 @@ pub fn loopback_up() -> io::Result<()> {
     }
     // SAFETY: `req` is a valid ifreq naming "lo".
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    const _: () = assert!(libc::IFF_UP == 1);
     // SAFETY: the kernel filled ifru_flags for SIOCGIFFLAGS.
     unsafe {
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        // IFF_UP is bit 0, well inside a c_short.
+        req.ifr_ifru.ifru_flags |= 1;
     }
     // SAFETY: `req` is a valid ifreq with the new flags.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) }).map(drop)

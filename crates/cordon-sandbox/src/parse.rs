@@ -80,7 +80,7 @@ pub fn parse_cpus(text: &str) -> Result<u32, ValueError> {
         return Err(err());
     }
     let cores: f64 = t.parse().map_err(|_| err())?;
-    if !(cores >= 0.001 && cores <= 4096.0) {
+    if !(0.001..=4096.0).contains(&cores) {
         return Err(err());
     }
     // Bounded above, so the rounded value fits in u32.
