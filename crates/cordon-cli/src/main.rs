@@ -51,7 +51,7 @@ struct Cli {
 enum Command {
     /// Run a command in a fresh sandbox, streaming its stdio, and exit with its exit code
     #[command(after_help = EXIT_CODES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Remove what sandboxes of killed cordon processes left behind (cgroups, processes)
     Gc,
 }
@@ -186,7 +186,7 @@ fn main() -> ExitCode {
             let first = text.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("cordon: {first} (see cordon --help)");
-            return ExitCode::from(exit_code::RUNTIME_FAILED as u8);
+            return exit(exit_code::RUNTIME_FAILED);
         }
     };
     let tier = ContainerTier {
@@ -194,7 +194,7 @@ fn main() -> ExitCode {
         run_dir: cli.run_dir,
     };
     let code = match cli.command {
-        Command::Run(args) => run(&tier, args).unwrap_or_else(|e| {
+        Command::Run(args) => run(&tier, *args).unwrap_or_else(|e| {
             report(&e);
             exit_code::RUNTIME_FAILED
         }),
@@ -218,5 +218,9 @@ fn main() -> ExitCode {
             }
         },
     };
+    exit(code)
+}
+
+fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(255))
 }
