@@ -219,30 +219,26 @@ impl ContainerTier {
         }
         cgroup::collect_garbage(&layout);
 
-        // Resolve every host path now, so errors are reported before anything runs.
-        let rootfs_dir = match &spec.rootfs {
-            RootfsSource::HostSystem => None,
-            RootfsSource::Dir(dir) => {
-                Some(open_path(dir, true).map_err(|e| SpecError::Rootfs {
-                    path: dir.clone(),
-                    why: match e.raw_os_error() {
-                        Some(libc::ENOENT) => "does not exist".to_string(),
-                        Some(libc::ENOTDIR) => "is not a directory".to_string(),
-                        _ => format!("cannot be opened: {e}"),
-                    },
-                })?)
-            }
-        };
-        let mut mounts = Vec::with_capacity(spec.mounts.len());
+        // Check every host path now, so errors are reported before anything runs. (The child
+        // opens them again: a bind mount's source must be in the caller's mount namespace.)
+        if let RootfsSource::Dir(dir) = &spec.rootfs {
+            open_path(dir, true).map_err(|e| SpecError::Rootfs {
+                path: dir.clone(),
+                why: match e.raw_os_error() {
+                    Some(libc::ENOENT) => "does not exist".to_string(),
+                    Some(libc::ENOTDIR) => "is not a directory".to_string(),
+                    _ => format!("cannot be opened: {e}"),
+                },
+            })?;
+        }
         for m in &spec.mounts {
-            let fd = open_path(&m.source, false).map_err(|e| SpecError::Mount {
+            open_path(&m.source, false).map_err(|e| SpecError::Mount {
                 mount: format!("{}:{}", m.source.display(), m.destination.display()),
                 why: match e.raw_os_error() {
                     Some(libc::ENOENT) => "source does not exist".to_string(),
                     _ => format!("source cannot be opened: {e}"),
                 },
             })?;
-            mounts.push((m.clone(), fd));
         }
         let scratch = self
             .scratch_dir()
@@ -308,8 +304,7 @@ impl ContainerTier {
             rootfs: RootfsPlan {
                 scratch: &scratch,
                 source: &spec.rootfs,
-                rootfs_dir: rootfs_dir.as_ref().map(|f| f.as_fd()),
-                mounts: &mounts,
+                mounts: &spec.mounts,
                 tmp_bytes: spec.limits.tmp_bytes,
                 hostname: &spec.hostname,
                 uid: spec.uid,
@@ -365,8 +360,6 @@ impl ContainerTier {
             }
         };
         drop(cfg);
-        drop(mounts);
-        drop(rootfs_dir);
         let mut sandbox = ContainerSandbox {
             id,
             pid,

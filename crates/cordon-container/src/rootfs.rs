@@ -83,10 +83,8 @@ pub struct RootfsPlan<'a> {
     /// Host directory the scratch tmpfs is mounted on (in the child's namespace only).
     pub scratch: &'a Path,
     pub source: &'a RootfsSource,
-    /// The opened `--rootfs` directory, for [`RootfsSource::Dir`].
-    pub rootfs_dir: Option<BorrowedFd<'a>>,
-    /// User bind mounts with their opened sources.
-    pub mounts: &'a [(cordon_sandbox::BindMount, OwnedFd)],
+    /// User bind mounts (sources checked by the parent).
+    pub mounts: &'a [cordon_sandbox::BindMount],
     pub tmp_bytes: u64,
     pub hostname: &'a str,
     pub uid: u32,
@@ -432,15 +430,14 @@ impl Builder<'_> {
     }
 
     fn user_mounts(&self) -> Result<(), SetupError> {
-        for (m, src) in self.plan.mounts {
-            let is_dir = sys::fstat(src.as_fd())
-                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-                .step(|| format!("inspecting {}", m.source.display()))?;
+        // Sources are opened again here, inside the new mount namespace: a bind mount's source
+        // must belong to the caller's namespace, and fds the parent opened belong to the host's.
+        for m in self.plan.mounts {
             let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
             if m.readonly {
                 attrs |= MOUNT_ATTR_RDONLY;
             }
-            self.bind(src.as_fd(), &m.destination, is_dir, attrs)?;
+            self.bind_host(&m.source, &m.destination, attrs)?;
         }
         Ok(())
     }
@@ -471,15 +468,26 @@ pub fn enter(plan: &RootfsPlan<'_>) -> Result<(), SetupError> {
     .step(|| format!("mounting the scratch tmpfs on {}", plan.scratch.display()))?;
     let root_path = plan.scratch.join("root");
     fs::create_dir(&root_path).step(|| "creating the root directory".into())?;
-    match (plan.source, plan.rootfs_dir) {
-        (RootfsSource::Dir(dir), Some(lower)) => {
+    match plan.source {
+        RootfsSource::Dir(dir) => {
             for d in ["upper", "work"] {
                 fs::create_dir(plan.scratch.join(d))
                     .step(|| format!("creating the overlay {d} directory"))?;
             }
+            // By path: fds the parent opened belong to the host's mount namespace. Characters
+            // that overlayfs's option parser treats specially are refused up front.
+            let lower = dir.to_string_lossy();
+            if lower.contains([',', ':', '\\']) {
+                return Err(SetupError {
+                    step: format!("using {} as an overlay lower directory", dir.display()),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "path contains ',', ':' or '\\'",
+                    ),
+                });
+            }
             let mut data = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                fd_path(lower).display(),
+                "lowerdir={lower},upperdir={},workdir={}",
                 plan.scratch.join("upper").display(),
                 plan.scratch.join("work").display()
             );

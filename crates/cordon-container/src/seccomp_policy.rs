@@ -821,10 +821,7 @@ mod tests {
         );
         // ioctl, clone, personality.
         let ioctl = n(libc::SYS_ioctl);
-        assert_eq!(
-            run(&prog, ioctl, [0, libc::TIOCSTI, 0, 0, 0, 0]),
-            eperm
-        );
+        assert_eq!(run(&prog, ioctl, [0, libc::TIOCSTI, 0, 0, 0, 0]), eperm);
         assert_eq!(
             run(&prog, ioctl, [0, libc::TCGETS, 0, 0, 0, 0]),
             SECCOMP_RET_ALLOW
