@@ -38,6 +38,11 @@ pub enum Action {
     Allow,
     Errno(u16),
     KillProcess,
+    KillThread,
+    /// Deliver SIGSYS to the thread.
+    Trap,
+    /// Allow, and log through the audit subsystem.
+    Log,
 }
 
 impl Action {
@@ -46,8 +51,39 @@ impl Action {
             Action::Allow => SECCOMP_RET_ALLOW,
             Action::Errno(e) => SECCOMP_RET_ERRNO | u32::from(e),
             Action::KillProcess => SECCOMP_RET_KILL_PROCESS,
+            Action::KillThread => 0,
+            Action::Trap => 0x0003_0000,
+            Action::Log => 0x7ffc_0000,
         }
     }
+}
+
+/// How a 64-bit syscall argument is compared (the OCI runtime spec's `SCMP_CMP_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// `(arg & mask) == value`.
+    MaskedEq(u64),
+}
+
+/// One condition on one argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cond {
+    pub arg: u8,
+    pub op: CmpOp,
+    pub value: u64,
+}
+
+/// A rule for one syscall: when every condition holds (all of them: AND), take `action`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchRule {
+    pub conds: Vec<Cond>,
+    pub action: Action,
 }
 
 /// An errno action from a libc constant (all errno values fit in 16 bits).
@@ -88,6 +124,9 @@ pub struct Policy {
     pub allow: Vec<i64>,
     pub deny: Vec<(i64, Action)>,
     pub conditional: Vec<(i64, Vec<ArgRule>)>,
+    /// Syscalls decided by the first matching rule (in order); none matching means `default`.
+    /// Used for profiles given in the OCI format.
+    pub matched: Vec<(i64, Vec<MatchRule>)>,
     pub default: Action,
 }
 
@@ -136,6 +175,9 @@ impl Policy {
         for (i, (n, _)) in self.conditional.iter().enumerate() {
             leaves.insert(nr(*n), Leaf::Block(i));
         }
+        for (i, (n, _)) in self.matched.iter().enumerate() {
+            leaves.insert(nr(*n), Leaf::Block(self.conditional.len() + i));
+        }
         // Ranges [start, next start) with one leaf each; gaps get the default.
         let default = Leaf::Return(self.default.ret());
         let mut ranges: Vec<(u32, Leaf)> = vec![(0, default)];
@@ -170,6 +212,13 @@ impl Policy {
                 p.extend(compile_rule(rule));
             }
             p.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
+        }
+        for (_, rules) in &self.matched {
+            block_starts.push(p.len());
+            for rule in rules {
+                p.extend(compile_match(rule));
+            }
+            p.push(stmt(BPF_RET_K, self.default.ret()));
         }
         for (pc, block) in fixups {
             p[pc].k = u32::try_from(block_starts[block] - pc - 1).expect("program is short");
@@ -213,6 +262,99 @@ fn emit_tree(
     }
     emit_tree(&ranges[..mid], p, fixups);
     emit_tree(&ranges[mid..], p, fixups);
+}
+
+const BPF_JGT_K: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
+
+/// A jump whose target is patched once the rule's length is known.
+#[derive(Clone, Copy)]
+enum Target {
+    Next,
+    /// The start of the next rule (the condition failed).
+    Fail,
+    /// Skip this many instructions (the condition is already decided true).
+    Skip(u8),
+}
+
+fn compile_match(rule: &MatchRule) -> Vec<libc::sock_filter> {
+    // (instruction, jt, jf) with symbolic targets.
+    let mut code: Vec<(libc::sock_filter, Target, Target)> = Vec::new();
+    let lo = |c: &Cond| 16 + 8 * u32::from(c.arg);
+    let hi = |c: &Cond| 20 + 8 * u32::from(c.arg);
+    let plain = |ins| (ins, Target::Next, Target::Next);
+    for c in &rule.conds {
+        #[allow(clippy::cast_possible_truncation)]
+        let (vhi, vlo) = ((c.value >> 32) as u32, c.value as u32);
+        let ld_hi = stmt(BPF_LD_W_ABS, hi(c));
+        let ld_lo = stmt(BPF_LD_W_ABS, lo(c));
+        match c.op {
+            CmpOp::Eq => code.extend([
+                plain(ld_hi),
+                (jump(BPF_JEQ_K, vhi, 0, 0), Target::Next, Target::Fail),
+                plain(ld_lo),
+                (jump(BPF_JEQ_K, vlo, 0, 0), Target::Next, Target::Fail),
+            ]),
+            CmpOp::Ne => code.extend([
+                plain(ld_hi),
+                (jump(BPF_JEQ_K, vhi, 0, 0), Target::Next, Target::Skip(2)),
+                plain(ld_lo),
+                (jump(BPF_JEQ_K, vlo, 0, 0), Target::Fail, Target::Next),
+            ]),
+            CmpOp::MaskedEq(mask) => {
+                #[allow(clippy::cast_possible_truncation)]
+                let (mhi, mlo) = ((mask >> 32) as u32, mask as u32);
+                code.extend([
+                    plain(ld_hi),
+                    plain(stmt(BPF_AND_K, mhi)),
+                    (jump(BPF_JEQ_K, vhi & mhi, 0, 0), Target::Next, Target::Fail),
+                    plain(ld_lo),
+                    plain(stmt(BPF_AND_K, mlo)),
+                    (jump(BPF_JEQ_K, vlo & mlo, 0, 0), Target::Next, Target::Fail),
+                ])
+            }
+            // hi > vhi decides true, hi < vhi false, equal high words compare the low words.
+            CmpOp::Gt | CmpOp::Ge => code.extend([
+                plain(ld_hi),
+                (jump(BPF_JGT_K, vhi, 0, 0), Target::Skip(3), Target::Next),
+                (jump(BPF_JEQ_K, vhi, 0, 0), Target::Next, Target::Fail),
+                plain(ld_lo),
+                (
+                    jump(if c.op == CmpOp::Gt { BPF_JGT_K } else { BPF_JGE_K }, vlo, 0, 0),
+                    Target::Next,
+                    Target::Fail,
+                ),
+            ]),
+            // Lt is !Ge and Le is !Gt.
+            CmpOp::Lt | CmpOp::Le => code.extend([
+                plain(ld_hi),
+                (jump(BPF_JGT_K, vhi, 0, 0), Target::Fail, Target::Next),
+                (jump(BPF_JEQ_K, vhi, 0, 0), Target::Next, Target::Skip(2)),
+                plain(ld_lo),
+                (
+                    jump(if c.op == CmpOp::Lt { BPF_JGE_K } else { BPF_JGT_K }, vlo, 0, 0),
+                    Target::Fail,
+                    Target::Next,
+                ),
+            ]),
+        }
+    }
+    code.push(plain(stmt(BPF_RET_K, rule.action.ret())));
+    let end = code.len();
+    code.iter()
+        .enumerate()
+        .map(|(pc, &(mut ins, jt, jf))| {
+            let resolve = |t: Target| match t {
+                Target::Next => 0,
+                Target::Skip(n) => n,
+                Target::Fail => u8::try_from(end - pc - 1).expect("a rule fits short jumps"),
+            };
+            if ins.code & 0x07 == 0x05 {
+                ins.jt = resolve(jt);
+                ins.jf = resolve(jf);
+            }
+            ins
+        })
+        .collect()
 }
 
 fn compile_rule(rule: &ArgRule) -> Vec<libc::sock_filter> {
@@ -699,6 +841,7 @@ pub fn workload_policy() -> Policy {
                 }],
             ),
         ],
+        matched: Vec::new(),
         default: errno(libc::ENOSYS),
     }
 }
@@ -727,6 +870,7 @@ pub fn init_policy() -> Policy {
         ],
         deny: Vec::new(),
         conditional: Vec::new(),
+        matched: Vec::new(),
         default: Action::KillProcess,
     }
 }
@@ -754,10 +898,11 @@ mod tests {
                 BPF_AND_K => acc &= ins.k,
                 BPF_JA => pc += ins.k as usize,
                 BPF_RET_K => return ins.k,
-                BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
+                BPF_JEQ_K | BPF_JGE_K | BPF_JGT_K | BPF_JSET_K => {
                     let hit = match ins.code {
                         BPF_JEQ_K => acc == ins.k,
                         BPF_JGE_K => acc >= ins.k,
+                        BPF_JGT_K => acc > ins.k,
                         _ => acc & ins.k != 0,
                     };
                     pc += usize::from(if hit { ins.jt } else { ins.jf });
@@ -869,6 +1014,72 @@ mod tests {
                 assert_eq!(run(&prog, nr_, [0; 6]), want, "syscall {nr_}");
             }
         }
+    }
+
+    #[test]
+    fn matched_rules_compare_64_bit_arguments() {
+        let cases: [(CmpOp, u64); 7] = [
+            (CmpOp::Eq, 0x1_0000_0005),
+            (CmpOp::Ne, 0x1_0000_0005),
+            (CmpOp::Lt, 0x1_0000_0005),
+            (CmpOp::Le, 0x1_0000_0005),
+            (CmpOp::Gt, 0x1_0000_0005),
+            (CmpOp::Ge, 0x1_0000_0005),
+            (CmpOp::MaskedEq(0xff_0000_00ff), 0x12_0000_0034),
+        ];
+        let probes: [u64; 9] = [0, 5, 6, 0x1_0000_0004, 0x1_0000_0005, 0x1_0000_0006, 0x2_0000_0000, u64::MAX, 0x12_ffff_ff34];
+        for (op, value) in cases {
+            let policy = Policy {
+                allow: vec![],
+                deny: vec![],
+                conditional: vec![],
+                matched: vec![(
+                    libc::SYS_getpid,
+                    vec![MatchRule { conds: vec![Cond { arg: 2, op, value }], action: Action::Allow }],
+                )],
+                default: errno(libc::EPERM),
+            };
+            let prog = policy.compile();
+            for &x in &probes {
+                let want = match op {
+                    CmpOp::Eq => x == value,
+                    CmpOp::Ne => x != value,
+                    CmpOp::Lt => x < value,
+                    CmpOp::Le => x <= value,
+                    CmpOp::Gt => x > value,
+                    CmpOp::Ge => x >= value,
+                    CmpOp::MaskedEq(m) => x & m == value & m,
+                };
+                let got = run(&prog, n(libc::SYS_getpid), [0, 0, x, 0, 0, 0]) == SECCOMP_RET_ALLOW;
+                assert_eq!(got, want, "{op:?} {value:#x} against {x:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn matched_rules_are_tried_in_order_and_anded() {
+        let policy = Policy {
+            allow: vec![],
+            deny: vec![],
+            conditional: vec![],
+            matched: vec![(
+                libc::SYS_socket,
+                vec![
+                    MatchRule {
+                        conds: vec![Cond { arg: 0, op: CmpOp::Eq, value: 2 }, Cond { arg: 1, op: CmpOp::Eq, value: 3 }],
+                        action: errno(libc::EACCES),
+                    },
+                    MatchRule { conds: vec![Cond { arg: 0, op: CmpOp::Ne, value: 40 }], action: Action::Allow },
+                ],
+            )],
+            default: errno(libc::EPERM),
+        };
+        let prog = policy.compile();
+        let s = n(libc::SYS_socket);
+        assert_eq!(run(&prog, s, [2, 3, 0, 0, 0, 0]), SECCOMP_RET_ERRNO | libc::EACCES as u32);
+        assert_eq!(run(&prog, s, [2, 1, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(&prog, s, [40, 1, 0, 0, 0, 0]), SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        assert_eq!(run(&prog, n(libc::SYS_read), [0; 6]), SECCOMP_RET_ERRNO | libc::EPERM as u32);
     }
 
     #[test]
