@@ -12,6 +12,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use cordon_sandbox::Limits;
+
+use crate::config::DeviceRule;
 use thiserror::Error;
 
 use crate::sys;
@@ -50,6 +52,7 @@ pub enum Layout {
         memory: Option<PathBuf>,
         pids: Option<PathBuf>,
         cpu: Option<PathBuf>,
+        devices: Option<PathBuf>,
     },
 }
 
@@ -88,6 +91,7 @@ impl Layout {
             memory: find("memory"),
             pids: find("pids"),
             cpu: find("cpu"),
+            devices: find("devices"),
         };
         match &layout {
             Layout::V1 {
@@ -105,7 +109,12 @@ impl Layout {
     fn cordon_dirs(&self) -> Vec<PathBuf> {
         match self {
             Layout::V2 { root } => vec![root.join("cordon")],
-            Layout::V1 { memory, pids, cpu } => [memory, pids, cpu]
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                devices,
+            } => [memory, pids, cpu, devices]
                 .into_iter()
                 .flatten()
                 .map(|d| d.join("cordon"))
@@ -163,38 +172,69 @@ pub struct SandboxCgroups {
 }
 
 impl SandboxCgroups {
-    /// Creates the sandbox's cgroups and writes its limits.
+    /// Creates the sandbox's cgroups at `cordon/<id>` and writes its limits.
     pub fn create(
         layout: &Layout,
         id: &str,
         limits: &Limits,
     ) -> Result<SandboxCgroups, CgroupError> {
+        SandboxCgroups::create_at(layout, &Path::new("cordon").join(id), limits, None)
+    }
+
+    /// Creates cgroups at `rel` (relative to each hierarchy's root; parents are created as
+    /// needed) with `limits`, and, on v1, the device rules (after denying every device).
+    pub fn create_at(
+        layout: &Layout,
+        rel: &Path,
+        limits: &Limits,
+        devices: Option<&[DeviceRule]>,
+    ) -> Result<SandboxCgroups, CgroupError> {
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
         let mut cg = SandboxCgroups {
             dirs: Vec::new(),
             oom_counter: None,
             v2: matches!(layout, Layout::V2 { .. }),
         };
         match layout {
-            Layout::V2 { root } => cg.create_v2(root, id, limits)?,
-            Layout::V1 { memory, pids, cpu } => cg.create_v1(
-                memory.as_deref(),
-                pids.as_deref(),
-                cpu.as_deref(),
-                id,
-                limits,
-            )?,
+            Layout::V2 { root } => cg.create_v2(root, rel, limits)?,
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                devices: devices_root,
+            } => {
+                cg.create_v1(
+                    memory.as_deref(),
+                    pids.as_deref(),
+                    cpu.as_deref(),
+                    rel,
+                    limits,
+                )?;
+                if let (Some(rules), Some(root)) = (devices, devices_root) {
+                    let dir = cg.mkdir(root, rel)?;
+                    write_file(&dir.join("devices.deny"), "a")?;
+                    for r in rules {
+                        let num = |n: Option<u32>| n.map_or("*".to_string(), |n| n.to_string());
+                        let line =
+                            format!("{} {}:{} {}", r.kind, num(r.major), num(r.minor), r.access);
+                        let file = if r.allow {
+                            "devices.allow"
+                        } else {
+                            "devices.deny"
+                        };
+                        write_file(&dir.join(file), &line)?;
+                    }
+                }
+            }
         }
         Ok(cg)
     }
 
-    fn mkdir(&mut self, parent: &Path, id: &str) -> Result<PathBuf, CgroupError> {
-        let base = parent.join("cordon");
-        match fs::create_dir(&base) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err("creating cgroup", &base)(e)),
+    fn mkdir(&mut self, parent: &Path, rel: &Path) -> Result<PathBuf, CgroupError> {
+        let dir = parent.join(rel);
+        if let Some(up) = dir.parent() {
+            fs::create_dir_all(up).map_err(io_err("creating cgroup", up))?;
         }
-        let dir = base.join(id);
         fs::create_dir(&dir).map_err(io_err("creating cgroup", &dir))?;
         self.dirs.push(dir.clone());
         Ok(dir)
@@ -205,7 +245,7 @@ impl SandboxCgroups {
         memory: Option<&Path>,
         pids: Option<&Path>,
         cpu: Option<&Path>,
-        id: &str,
+        id: &Path,
         limits: &Limits,
     ) -> Result<(), CgroupError> {
         let missing = |ctrl: &str| CgroupError::Unavailable {
@@ -250,7 +290,7 @@ impl SandboxCgroups {
         Ok(())
     }
 
-    fn create_v2(&mut self, root: &Path, id: &str, limits: &Limits) -> Result<(), CgroupError> {
+    fn create_v2(&mut self, root: &Path, rel: &Path, limits: &Limits) -> Result<(), CgroupError> {
         let available = fs::read_to_string(root.join("cgroup.controllers"))
             .map_err(io_err("reading", &root.join("cgroup.controllers")))?;
         let wanted: Vec<&str> = ["memory", "pids", "cpu"]
@@ -271,19 +311,23 @@ impl SandboxCgroups {
         }
         let enable: String = wanted.iter().map(|c| format!("+{c} ")).collect();
         let enable = enable.trim_end();
+        // Enable the controllers on every level above the new cgroup.
+        let mut level = root.to_path_buf();
+        for comp in rel.parent().into_iter().flat_map(|p| p.components()) {
+            if !enable.is_empty() {
+                write_file(&level.join("cgroup.subtree_control"), enable)?;
+            }
+            level.push(comp);
+            match fs::create_dir(&level) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("creating cgroup", &level)(e)),
+            }
+        }
         if !enable.is_empty() {
-            write_file(&root.join("cgroup.subtree_control"), enable)?;
+            write_file(&level.join("cgroup.subtree_control"), enable)?;
         }
-        let base = root.join("cordon");
-        match fs::create_dir(&base) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err("creating cgroup", &base)(e)),
-        }
-        if !enable.is_empty() {
-            write_file(&base.join("cgroup.subtree_control"), enable)?;
-        }
-        let dir = base.join(id);
+        let dir = root.join(rel);
         fs::create_dir(&dir).map_err(io_err("creating cgroup", &dir))?;
         self.dirs.push(dir.clone());
         if let Some(bytes) = limits.memory_bytes {
@@ -355,6 +399,39 @@ impl SandboxCgroups {
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }
+
+    /// No cgroups at all (a placeholder after [`SandboxCgroups::persist`]).
+    pub fn empty() -> SandboxCgroups {
+        SandboxCgroups {
+            dirs: Vec::new(),
+            oom_counter: None,
+            v2: false,
+        }
+    }
+
+    /// Keeps the cgroups after this value is dropped (for containers that outlive their
+    /// creator); returns their directories. [`remove_dirs`] removes them later.
+    pub fn persist(mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.dirs)
+    }
+}
+
+/// Kills what is left in `dirs` and removes them (a persisted container's cgroups).
+pub fn remove_dirs(dirs: &[PathBuf]) {
+    for dir in dirs.iter().rev() {
+        let v2 = statfs_type(dir) == Some(CGROUP2_SUPER_MAGIC);
+        kill_cgroup(dir, v2);
+        remove_cgroup(dir, v2);
+    }
+}
+
+/// The pids of every process in a cgroup directory.
+pub fn processes(dir: &Path) -> Vec<libc::pid_t> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 impl Drop for SandboxCgroups {

@@ -1,4 +1,4 @@
-//! The child side of a container launch: the sandbox's PID 1 sets the sandbox up, reports
+//! The child side of a container launch: the container's PID 1 sets the container up, reports
 //! readiness, waits for `start`, then forks the workload and stays as a minimal init that
 //! forwards signals and reports the workload's exit status.
 //!
@@ -7,11 +7,10 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use cordon_sandbox::Network;
-
-use crate::rootfs::{self, Context, RootfsPlan, SetupError};
+use crate::config::{CapSets, ContainerConfig, LaunchMode};
+use crate::rootfs::{self, Context, SetupError};
 use crate::sys;
 
 pub(crate) const MSG_READY: u8 = b'R';
@@ -19,8 +18,12 @@ pub(crate) const MSG_SETUP_ERROR: u8 = b'E';
 pub(crate) const MSG_NOT_FOUND: u8 = b'N';
 pub(crate) const MSG_NOT_EXECUTABLE: u8 = b'A';
 pub(crate) const MSG_WAIT_STATUS: u8 = b'W';
+/// The child paused at a hook point (payload: its name) and waits for [`HOOK_DONE`].
+pub(crate) const MSG_HOOK_POINT: u8 = b'H';
 /// The byte the parent sends to start the workload.
 pub(crate) const START: u8 = b'g';
+/// The byte the parent sends when the hooks of a hook point ran.
+pub(crate) const HOOK_DONE: u8 = b'h';
 
 /// Signals the init relays to the workload.
 pub(crate) const FORWARDED: &[libc::c_int] = &[
@@ -38,29 +41,28 @@ pub(crate) const FORWARDED: &[libc::c_int] = &[
 /// no parsing and little allocation.
 #[derive(Debug)]
 pub(crate) struct ChildConfig<'a> {
-    pub rootfs: RootfsPlan<'a>,
-    pub network: Network,
+    pub cfg: &'a ContainerConfig,
+    pub scratch: &'a Path,
+    pub userns: bool,
     pub argv: Vec<CString>,
     pub argv0: String,
     pub env: Vec<CString>,
     /// Candidate paths for argv[0] (one if it contains a '/', else one per PATH entry).
     pub exec_candidates: Vec<CString>,
-    pub workdir: CString,
-    pub uid: u32,
-    pub gid: u32,
-    pub userns: bool,
-    pub host_uid: u32,
-    pub host_gid: u32,
-    /// Capabilities the workload keeps (bit mask).
-    pub caps: u64,
+    pub cwd: CString,
     pub last_cap: u8,
-    pub workload_filter: Vec<libc::sock_filter>,
+    pub workload_filter: Option<Vec<libc::sock_filter>>,
     pub init_filter: Vec<libc::sock_filter>,
     /// v1 `tasks` files to write "0" to (empty on v2, where the clone placed us already).
     pub cgroup_tasks: Vec<OwnedFd>,
+    /// Namespaces to join: (CLONE_NEW* type, fd).
+    pub join: Vec<(libc::c_int, OwnedFd)>,
     pub status_w: OwnedFd,
-    pub start_r: OwnedFd,
+    /// Start byte (attached mode) and hook acknowledgements from the parent.
+    pub control_r: OwnedFd,
     pub life_r: OwnedFd,
+    /// A connected socket to send a terminal's master to (detached mode with a terminal).
+    pub console: Option<OwnedFd>,
 }
 
 pub(crate) fn send(fd: BorrowedFd<'_>, tag: u8, payload: &[u8]) {
@@ -72,71 +74,153 @@ pub(crate) fn send(fd: BorrowedFd<'_>, tag: u8, payload: &[u8]) {
     let _ = sys::write_all(fd, &msg);
 }
 
+/// What the setup leaves for the init.
+struct Prepared {
+    /// The pty's child side, when the process has a terminal.
+    tty: Option<OwnedFd>,
+    /// The start FIFO (detached mode), opened before pivot_root.
+    fifo: Option<OwnedFd>,
+}
+
 /// Entry point of the cloned child (PID 1 of the new PID namespace). Never returns.
 pub(crate) fn child_main(cfg: ChildConfig<'_>) -> ! {
-    if let Err(e) = setup(&cfg) {
-        send(
-            cfg.status_w.as_fd(),
-            MSG_SETUP_ERROR,
-            e.to_string().as_bytes(),
-        );
-        sys::exit_now(125);
-    }
+    let prepared = match setup(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            send(
+                cfg.status_w.as_fd(),
+                MSG_SETUP_ERROR,
+                e.to_string().as_bytes(),
+            );
+            sys::exit_now(125);
+        }
+    };
     send(cfg.status_w.as_fd(), MSG_READY, &[]);
-    let mut go = [0u8; 1];
-    match sys::read(cfg.start_r.as_fd(), &mut go) {
-        Ok(1) if go[0] == START => {}
-        _ => sys::exit_now(0), // the parent gave up before starting us
+    match &prepared.fifo {
+        None => {
+            let mut go = [0u8; 1];
+            match sys::read(cfg.control_r.as_fd(), &mut go) {
+                Ok(1) if go[0] == START => {}
+                _ => sys::exit_now(0), // the parent gave up before starting us
+            }
+        }
+        Some(fifo) => {
+            // Blocks until `start` opens the FIFO for reading.
+            let opened = sys::openat(None, &sys::fd_path(fifo.as_fd()), libc::O_WRONLY, 0)
+                .and_then(|w| sys::write_all(w.as_fd(), b"0"));
+            if opened.is_err() {
+                sys::exit_now(125);
+            }
+        }
     }
-    init_main(cfg)
+    init_main(cfg, prepared)
 }
 
-fn setup(cfg: &ChildConfig<'_>) -> Result<(), SetupError> {
-    // Die with the parent; if it is already gone, the lifeline pipe has hung up.
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
-        .step(|| "setting the parent-death signal".into())?;
-    let mut pfd = [libc::pollfd {
-        fd: cfg.life_r.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    if sys::poll(&mut pfd, 0).is_ok() && pfd[0].revents & libc::POLLHUP != 0 {
-        sys::exit_now(125);
+fn hook_point(cfg: &ChildConfig<'_>, name: &str) -> Result<(), SetupError> {
+    if !cfg.cfg.hook_points {
+        return Ok(());
     }
-    // Neither the workload nor anything else in the sandbox may open this process's
-    // /proc/1/{exe,mem,fd,root}: that would expose the runtime binary and host resources.
+    send(cfg.status_w.as_fd(), MSG_HOOK_POINT, name.as_bytes());
+    let mut ack = [0u8; 1];
+    match sys::read(cfg.control_r.as_fd(), &mut ack) {
+        Ok(1) if ack[0] == HOOK_DONE => Ok(()),
+        _ => sys::exit_now(125), // a hook failed; the parent reports it
+    }
+}
+
+fn setup(cfg: &ChildConfig<'_>) -> Result<Prepared, SetupError> {
+    let c = cfg.cfg;
+    if c.mode == LaunchMode::Attached {
+        // Die with the parent; if it is already gone, the lifeline pipe has hung up.
+        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+            .step(|| "setting the parent-death signal".into())?;
+        let mut pfd = [libc::pollfd {
+            fd: cfg.life_r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if sys::poll(&mut pfd, 0).is_ok() && pfd[0].revents & libc::POLLHUP != 0 {
+            sys::exit_now(125);
+        }
+    }
+    // Nothing in the container may open this process's /proc/1/{exe,mem,fd,root}: that would
+    // expose the runtime binary and host resources.
     sys::prctl(libc::PR_SET_DUMPABLE, 0).step(|| "marking the init non-dumpable".into())?;
-    if cfg.userns {
-        write_id_maps(cfg)?;
+    if let Some(maps) = &c.id_maps {
+        let fmt = |m: &[(u32, u32, u32)]| {
+            m.iter()
+                .map(|(i, o, n)| format!("{i} {o} {n}\n"))
+                .collect::<String>()
+        };
+        let write = |file: &str, text: String| {
+            std::fs::write(file, text).step(|| format!("writing {file}"))
+        };
+        write("/proc/self/setgroups", "deny".into())?;
+        write("/proc/self/uid_map", fmt(&maps.uid))?;
+        write("/proc/self/gid_map", fmt(&maps.gid))?;
+    }
+    for (kind, fd) in &cfg.join {
+        sys::setns(fd.as_fd(), *kind).step(|| format!("joining namespace type {kind:#x}"))?;
     }
     for fd in &cfg.cgroup_tasks {
-        sys::write_all(fd.as_fd(), b"0").step(|| "joining the sandbox cgroup".into())?;
+        sys::write_all(fd.as_fd(), b"0").step(|| "joining the container's cgroups".into())?;
     }
-    sys::unshare(libc::CLONE_NEWCGROUP).step(|| "creating the cgroup namespace".into())?;
-    rootfs::enter(&cfg.rootfs)?;
-    sys::sethostname(cfg.rootfs.hostname).step(|| "setting the hostname".into())?;
-    if cfg.network == Network::Loopback {
+    if c.namespaces.create & libc::CLONE_NEWCGROUP != 0 {
+        sys::unshare(libc::CLONE_NEWCGROUP).step(|| "creating the cgroup namespace".into())?;
+    }
+    hook_point(cfg, "namespaces")?;
+    for (key, value) in &c.sysctls {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).step(|| format!("setting sysctl {key}"))?;
+    }
+    let fifo = match &c.mode {
+        LaunchMode::Detached { start_fifo, .. } => Some(
+            sys::openat(None, start_fifo, libc::O_PATH, 0)
+                .step(|| format!("opening {}", start_fifo.display()))?,
+        ),
+        LaunchMode::Attached => None,
+    };
+    rootfs::enter(&c.root, cfg.scratch, cfg.userns, &mut || {
+        hook_point(cfg, "mounts")
+    })?;
+    if let Some(name) = &c.hostname {
+        sys::sethostname(name).step(|| "setting the hostname".into())?;
+    }
+    if c.loopback_up {
         sys::loopback_up().step(|| "bringing up lo".into())?;
     }
-    Ok(())
+    let tty = if c.process.terminal {
+        let (master, child) = sys::open_pty().step(|| "allocating a terminal".into())?;
+        if let Some(sock) = &cfg.console {
+            sys::send_fd(sock.as_fd(), master.as_fd())
+                .step(|| "sending the terminal to the console socket".into())?;
+        }
+        Some(child)
+    } else {
+        None
+    };
+    if fifo.is_some() {
+        // runc reports a missing executable at create time; so do we.
+        resolve_executable(cfg).map_err(|why| SetupError {
+            step: format!("exec: {:?}", cfg.argv0),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, why),
+        })?;
+    }
+    Ok(Prepared { tty, fifo })
 }
 
-fn write_id_maps(cfg: &ChildConfig<'_>) -> Result<(), SetupError> {
-    let write =
-        |file: &str, text: String| std::fs::write(file, text).step(|| format!("writing {file}"));
-    write("/proc/self/setgroups", "deny".into())?;
-    write(
-        "/proc/self/uid_map",
-        format!("{} {} 1\n", cfg.uid, cfg.host_uid),
-    )?;
-    write(
-        "/proc/self/gid_map",
-        format!("{} {} 1\n", cfg.gid, cfg.host_gid),
-    )
+fn resolve_executable(cfg: &ChildConfig<'_>) -> Result<(), String> {
+    for path in &cfg.exec_candidates {
+        // SAFETY: `path` is NUL-terminated.
+        if unsafe { libc::access(path.as_ptr(), libc::X_OK) } == 0 {
+            return Ok(());
+        }
+    }
+    Err("executable file not found in $PATH".into())
 }
 
-/// Drops every capability not in `keep` from the bounding set, then sets the thread's sets.
-fn drop_capabilities(keep: u64, last_cap: u8) -> std::io::Result<()> {
+/// Drops every capability not in `keep` from the bounding set.
+fn drop_bounding(keep: u64, last_cap: u8) -> std::io::Result<()> {
     for cap in 0..=last_cap {
         if keep & (1u64 << cap) == 0 {
             match sys::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap)) {
@@ -149,28 +233,26 @@ fn drop_capabilities(keep: u64, last_cap: u8) -> std::io::Result<()> {
     Ok(())
 }
 
-fn become_user(cfg: &ChildConfig<'_>, keep_caps: u64) -> std::io::Result<()> {
-    drop_capabilities(keep_caps, cfg.last_cap)?;
-    if keep_caps != 0 {
+fn become_user(cfg: &ChildConfig<'_>, caps: CapSets, no_new_privs: bool) -> std::io::Result<()> {
+    let p = &cfg.cfg.process;
+    drop_bounding(caps.bounding, cfg.last_cap)?;
+    if caps.permitted != 0 {
         sys::prctl(libc::PR_SET_KEEPCAPS, 1)?;
     }
-    let groups: &[libc::gid_t] = if cfg.userns {
-        &[]
-    } else {
-        std::slice::from_ref(&cfg.gid)
-    };
     if !cfg.userns {
-        sys::setgroups(groups)?;
+        let mut groups = vec![p.gid];
+        groups.extend(&p.additional_gids);
+        sys::setgroups(&groups)?;
     }
-    sys::setresgid(cfg.gid)?;
-    sys::setresuid(cfg.uid)?;
-    sys::capset(keep_caps, keep_caps, keep_caps)?;
+    sys::setresgid(p.gid)?;
+    sys::setresuid(p.uid)?;
+    sys::capset(caps.effective, caps.permitted, caps.inheritable)?;
     sys::prctl(
         libc::PR_CAP_AMBIENT,
         libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
     )?;
     for cap in 0..=cfg.last_cap {
-        if keep_caps & (1u64 << cap) != 0 {
+        if caps.ambient & (1u64 << cap) != 0 {
             sys::prctl3(
                 libc::PR_CAP_AMBIENT,
                 libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
@@ -178,10 +260,14 @@ fn become_user(cfg: &ChildConfig<'_>, keep_caps: u64) -> std::io::Result<()> {
             )?;
         }
     }
-    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+    if no_new_privs {
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)?;
+    }
+    Ok(())
 }
 
-fn init_main(cfg: ChildConfig<'_>) -> ! {
+fn init_main(cfg: ChildConfig<'_>, prepared: Prepared) -> ! {
+    let attached = cfg.cfg.mode == LaunchMode::Attached;
     let mut waited: Vec<libc::c_int> = FORWARDED.to_vec();
     waited.push(libc::SIGCHLD);
     let set = sys::sigset(&waited);
@@ -191,9 +277,9 @@ fn init_main(cfg: ChildConfig<'_>) -> ! {
     if sys::sigprocmask(libc::SIG_BLOCK, &set).is_err() {
         sys::exit_now(125);
     }
-    // SAFETY: the sandbox's init is single-threaded (a clone of the single-threaded parent).
+    // SAFETY: the container's init is single-threaded (a clone of the single-threaded parent).
     let pid = match unsafe { sys::fork() } {
-        Ok(0) => workload_main(&cfg),
+        Ok(0) => workload_main(&cfg, prepared.tty),
         Ok(pid) => pid,
         Err(e) => {
             send(
@@ -204,19 +290,32 @@ fn init_main(cfg: ChildConfig<'_>) -> ! {
             sys::exit_now(125);
         }
     };
-    // Confine the init itself before anything the workload does can reach it.
-    let status_fd = cfg.status_w.as_raw_fd();
-    let confined = become_user(&cfg, 0)
-        .and_then(|()| sys::close_range(0, u32::try_from(status_fd).unwrap_or(3).saturating_sub(1)))
-        .and_then(|()| sys::close_range(u32::try_from(status_fd).unwrap_or(0) + 1, u32::MAX))
+    drop(prepared);
+    // Confine the init itself before anything the workload does can reach it. In detached mode
+    // nobody reads the status pipe any more; close it too.
+    let keep = if attached {
+        cfg.status_w.as_raw_fd()
+    } else {
+        -1
+    };
+    let keep = u32::try_from(keep).ok();
+    let closed = match keep {
+        Some(fd) => sys::close_range(0, fd.saturating_sub(1))
+            .and_then(|()| sys::close_range(fd + 1, u32::MAX)),
+        None => sys::close_range(0, u32::MAX),
+    };
+    let confined = become_user(&cfg, CapSets::default(), true)
+        .and(closed)
         .and_then(|()| sys::seccomp_install(&cfg.init_filter));
     if let Err(e) = confined {
         let _ = sys::kill(pid, libc::SIGKILL);
-        send(
-            cfg.status_w.as_fd(),
-            MSG_SETUP_ERROR,
-            format!("confining the sandbox init: {e}").as_bytes(),
-        );
+        if attached {
+            send(
+                cfg.status_w.as_fd(),
+                MSG_SETUP_ERROR,
+                format!("confining the container's init: {e}").as_bytes(),
+            );
+        }
         sys::exit_now(125);
     }
     loop {
@@ -232,21 +331,44 @@ fn init_main(cfg: ChildConfig<'_>) -> ! {
                 break;
             }
             if reaped == pid {
-                send(cfg.status_w.as_fd(), MSG_WAIT_STATUS, &status.to_le_bytes());
                 // Exiting kills everything else left in the PID namespace.
-                sys::exit_now(0);
+                if attached {
+                    send(cfg.status_w.as_fd(), MSG_WAIT_STATUS, &status.to_le_bytes());
+                    sys::exit_now(0);
+                }
+                sys::exit_now(if libc::WIFSIGNALED(status) {
+                    128 + libc::WTERMSIG(status)
+                } else {
+                    libc::WEXITSTATUS(status)
+                });
             }
         }
     }
 }
 
-fn workload_main(cfg: &ChildConfig<'_>) -> ! {
-    let fail = |what: &str, e: std::io::Error| -> ! {
-        send(
-            cfg.status_w.as_fd(),
-            MSG_SETUP_ERROR,
-            format!("{what}: {e}").as_bytes(),
+/// Reports a workload failure: on the status pipe when attached, on stderr when detached
+/// (the creator has exited; the engine collects the container's stderr).
+fn report(cfg: &ChildConfig<'_>, tag: u8, text: &str) {
+    if cfg.cfg.mode == LaunchMode::Attached {
+        send(cfg.status_w.as_fd(), tag, text.as_bytes());
+    } else {
+        let what = if tag == MSG_NOT_FOUND {
+            ": executable file not found"
+        } else {
+            ""
+        };
+        let _ = sys::write_all(
+            // SAFETY: fd 2 is the container's stderr, open for the whole call.
+            unsafe { BorrowedFd::borrow_raw(2) },
+            format!("cordon: {text}{what}\n").as_bytes(),
         );
+    }
+}
+
+fn workload_main(cfg: &ChildConfig<'_>, tty: Option<OwnedFd>) -> ! {
+    let p = &cfg.cfg.process;
+    let fail = |what: &str, e: std::io::Error| -> ! {
+        report(cfg, MSG_SETUP_ERROR, &format!("{what}: {e}"));
         sys::exit_now(125);
     };
     for &s in FORWARDED {
@@ -255,24 +377,38 @@ fn workload_main(cfg: &ChildConfig<'_>) -> ! {
     if let Err(e) = sys::sigprocmask(libc::SIG_SETMASK, &sys::sigset(&[])) {
         fail("resetting the signal mask", e);
     }
-    if let Err(e) = sys::setrlimit(libc::RLIMIT_CORE, 0, 0) {
-        fail("setting RLIMIT_CORE", e);
+    if let Some(tty) = tty {
+        if let Err(e) = sys::make_controlling_terminal(tty.as_fd()) {
+            fail("setting up the terminal", e);
+        }
     }
-    if let Err(e) = become_user(cfg, cfg.caps) {
+    for &(resource, soft, hard) in &p.rlimits {
+        if let Err(e) = sys::setrlimit(resource, soft, hard) {
+            fail(&format!("setting rlimit {resource}"), e);
+        }
+    }
+    if let Some(adj) = p.oom_score_adj {
+        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+            fail("setting oom_score_adj", e);
+        }
+    }
+    if let Err(e) = become_user(cfg, p.caps, p.no_new_privileges) {
         fail("dropping privileges", e);
     }
-    // SAFETY: `workdir` is NUL-terminated.
-    if unsafe { libc::chdir(cfg.workdir.as_ptr()) } != 0 {
+    // SAFETY: `cwd` is NUL-terminated.
+    if unsafe { libc::chdir(cfg.cwd.as_ptr()) } != 0 {
         fail(
-            &format!("changing to the workdir {:?}", cfg.workdir),
+            &format!("changing to the workdir {:?}", cfg.cwd),
             std::io::Error::last_os_error(),
         );
     }
     if let Err(e) = sys::cloexec_from(3) {
         fail("closing inherited file descriptors", e);
     }
-    if let Err(e) = sys::seccomp_install(&cfg.workload_filter) {
-        fail("installing the seccomp filter", e);
+    if let Some(filter) = &cfg.workload_filter {
+        if let Err(e) = sys::seccomp_install(filter) {
+            fail("installing the seccomp filter", e);
+        }
     }
     let mut denied = None;
     for path in &cfg.exec_candidates {
@@ -290,15 +426,15 @@ fn workload_main(cfg: &ChildConfig<'_>) -> ! {
     }
     match denied {
         Some((path, err)) => {
-            send(
-                cfg.status_w.as_fd(),
+            report(
+                cfg,
                 MSG_NOT_EXECUTABLE,
-                format!("{}: {err}", path.display()).as_bytes(),
+                &format!("{}: {err}", path.display()),
             );
             sys::exit_now(126)
         }
         None => {
-            send(cfg.status_w.as_fd(), MSG_NOT_FOUND, cfg.argv0.as_bytes());
+            report(cfg, MSG_NOT_FOUND, &cfg.argv0);
             sys::exit_now(127)
         }
     }

@@ -11,6 +11,7 @@
 //! workload's status; when it exits the kernel kills everything left in the sandbox.
 
 pub mod cgroup;
+pub mod config;
 mod launch;
 pub mod rootfs;
 pub mod seccomp_policy;
@@ -27,17 +28,20 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use cordon_sandbox::{
-    CreatedSandbox, ExecFailure, ExitOutcome, KillCause, RootfsSource, RunningSandbox,
+    CreatedSandbox, ExecFailure, ExitOutcome, KillCause, Network, RootfsSource, RunningSandbox,
     SandboxError, SandboxSpec, SpecError, Tier, TierKind, UserNamespace,
 };
 use thiserror::Error;
 
 use crate::cgroup::{CgroupEntry, CgroupError, Layout, SandboxCgroups};
-use crate::launch::{
-    ChildConfig, MSG_NOT_EXECUTABLE, MSG_NOT_FOUND, MSG_READY, MSG_SETUP_ERROR, MSG_WAIT_STATUS,
-    START,
+pub use crate::config::{
+    CapSets, CgroupPlan, ContainerConfig, DeviceRule, IdMaps, LaunchMode, Namespaces, ProcessConfig,
 };
-use crate::rootfs::RootfsPlan;
+use crate::launch::{
+    ChildConfig, HOOK_DONE, MSG_HOOK_POINT, MSG_NOT_EXECUTABLE, MSG_NOT_FOUND, MSG_READY,
+    MSG_SETUP_ERROR, MSG_WAIT_STATUS, START,
+};
+pub use crate::rootfs::{MountOp, RootPlan, RootSource};
 
 /// Failures of the container tier itself.
 #[derive(Debug, Error)]
@@ -184,29 +188,128 @@ impl Tier for ContainerTier {
     }
 
     fn create(&self, spec: &SandboxSpec) -> Result<ContainerSandbox, SandboxError> {
-        self.launch(spec, false)
+        self.launch_spec(spec, false)
     }
+}
+
+/// The container tier's recipe for a [`SandboxSpec`].
+pub fn sandbox_config(spec: &SandboxSpec, host_uid: u32, host_gid: u32) -> ContainerConfig {
+    let userns = host_uid != 0 || spec.user_namespace == UserNamespace::Always;
+    let mut create = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP;
+    if userns {
+        create |= libc::CLONE_NEWUSER;
+    }
+    let (source, scratch_bytes, mut ops, readonly) = match &spec.rootfs {
+        RootfsSource::HostSystem => (
+            RootSource::Scratch,
+            4 << 20,
+            vec![MountOp::HostSystem {
+                uid: spec.uid,
+                gid: spec.gid,
+                hostname: spec.hostname.clone(),
+            }],
+            true,
+        ),
+        RootfsSource::Dir(dir) => (
+            RootSource::Overlay(dir.clone()),
+            spec.limits.tmp_bytes,
+            Vec::new(),
+            false,
+        ),
+    };
+    ops.extend(RootPlan::standard_ops(spec.limits.tmp_bytes));
+    for m in &spec.mounts {
+        let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+        if m.readonly {
+            attrs |= sys::MOUNT_ATTR_RDONLY;
+        }
+        ops.push(MountOp::Bind {
+            source: m.source.clone(),
+            dest: m.destination.clone(),
+            recursive: true,
+            attrs,
+        });
+    }
+    ops.push(MountOp::Mkdir(spec.workdir.clone()));
+    let caps = spec.cap_add.iter().fold(0u64, |m, c| m | (1u64 << c.0));
+    ContainerConfig {
+        namespaces: Namespaces {
+            create,
+            join: Vec::new(),
+        },
+        id_maps: userns.then(|| IdMaps {
+            uid: vec![(spec.uid, host_uid, 1)],
+            gid: vec![(spec.gid, host_gid, 1)],
+        }),
+        root: RootPlan {
+            source,
+            scratch_bytes,
+            ops,
+            readonly,
+        },
+        hostname: Some(spec.hostname.clone()),
+        loopback_up: spec.network == Network::Loopback,
+        sysctls: Vec::new(),
+        process: ProcessConfig {
+            argv: spec.argv.clone(),
+            env: spec
+                .effective_env()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            cwd: spec.workdir.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            additional_gids: Vec::new(),
+            caps: CapSets::uniform(caps),
+            rlimits: vec![(libc::RLIMIT_CORE, 0, 0)],
+            no_new_privileges: true,
+            seccomp: Some(seccomp_policy::workload_policy()),
+            terminal: false,
+            oom_score_adj: None,
+        },
+        cgroup: CgroupPlan {
+            path: None,
+            limits: spec.limits.clone(),
+            devices: None,
+        },
+        mode: LaunchMode::Attached,
+        hook_points: false,
+    }
+}
+
+/// A point in the launch where the front's hooks run: after the namespaces exist
+/// ("namespaces") and once every mount is in place, before pivot_root ("mounts").
+pub type HookRunner<'a> = &'a mut dyn FnMut(&str, libc::pid_t) -> Result<(), String>;
+
+/// A container created in [`LaunchMode::Detached`]: its init waits on the start FIFO and
+/// outlives this process. Its cgroups stay until [`cgroup::remove_dirs`].
+#[derive(Debug)]
+pub struct DetachedContainer {
+    pub pid: libc::pid_t,
+    pub cgroup_dirs: Vec<PathBuf>,
 }
 
 impl ContainerTier {
     /// Creates and starts a sandbox in one go: the start signal is sent right after the clone,
     /// so the sandbox's init goes from setup to the workload without waiting for a round trip.
     pub fn create_started(&self, spec: &SandboxSpec) -> Result<RunningContainer, SandboxError> {
-        self.launch(spec, true)
+        self.launch_spec(spec, true)
             .map(|inner| RunningContainer { inner })
     }
 
-    fn launch(
+    fn launch_spec(
         &self,
         spec: &SandboxSpec,
         start_now: bool,
     ) -> Result<ContainerSandbox, SandboxError> {
         spec.validate()?;
         let host_uid = sys::geteuid();
-        let host_gid = sys::getegid();
-        let userns = host_uid != 0 || spec.user_namespace == UserNamespace::Always;
-        let layout = Layout::detect(&self.cgroup_root)
-            .map_err(|e| tier_err("detecting cgroups", e.into()))?;
         if host_uid != 0 {
             return Err(tier_err(
                 "creating cgroups",
@@ -217,8 +320,6 @@ impl ContainerTier {
                 .into(),
             ));
         }
-        cgroup::collect_garbage(&layout);
-
         // Check every host path now, so errors are reported before anything runs. (The child
         // opens them again: a bind mount's source must be in the caller's mount namespace.)
         if let RootfsSource::Dir(dir) = &spec.rootfs {
@@ -240,28 +341,82 @@ impl ContainerTier {
                 },
             })?;
         }
+        let cfg = sandbox_config(spec, host_uid, sys::getegid());
+        let id = cgroup::sandbox_id(SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        self.spawn(&cfg, &id, start_now, &mut |_, _| Ok(()))
+    }
+
+    /// Creates a container in [`LaunchMode::Detached`] (the OCI front's `create`): returns once
+    /// it is set up and waits on its start FIFO.
+    pub fn create_detached(
+        &self,
+        cfg: &ContainerConfig,
+        id: &str,
+        hooks: HookRunner<'_>,
+    ) -> Result<DetachedContainer, SandboxError> {
+        let mut sandbox = self.spawn(cfg, id, false, hooks)?;
+        sandbox.reaped = true; // it is no longer ours to kill
+        let pid = sandbox.pid;
+        let cgroups = std::mem::replace(&mut sandbox.cgroups, SandboxCgroups::empty());
+        Ok(DetachedContainer {
+            pid,
+            cgroup_dirs: cgroups.persist(),
+        })
+    }
+
+    /// Sets a container up from `cfg` and returns once its init reported ready (or failed).
+    fn spawn(
+        &self,
+        cfg: &ContainerConfig,
+        id: &str,
+        start_now: bool,
+        hooks: HookRunner<'_>,
+    ) -> Result<ContainerSandbox, SandboxError> {
+        let attached = cfg.mode == LaunchMode::Attached;
+        let layout = Layout::detect(&self.cgroup_root)
+            .map_err(|e| tier_err("detecting cgroups", e.into()))?;
+        if attached {
+            cgroup::collect_garbage(&layout);
+        }
         let scratch = self
             .scratch_dir()
             .map_err(|e| tier_err("preparing the run directory", e))?;
-
-        let env = spec.effective_env();
+        let p = &cfg.process;
+        if p.argv.is_empty() {
+            return Err(SpecError::NoCommand.into());
+        }
         let cstr = |s: &str| CString::new(s).map_err(|_| SpecError::NulByte(s.to_string()));
-        let argv = spec
+        let argv = p
             .argv
             .iter()
             .map(|a| cstr(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let envp = env
+        let envp = p
+            .env
             .iter()
-            .map(|(k, v)| cstr(&format!("{k}={v}")))
+            .map(|e| cstr(e))
             .collect::<Result<Vec<_>, _>>()?;
-        let exec_candidates = exec_candidates(&spec.argv[0], &env)?;
-        let workdir = cstr(&spec.workdir.to_string_lossy())?;
-        let caps = spec.cap_add.iter().fold(0u64, |m, c| m | (1u64 << c.0));
+        let env_pairs: Vec<(String, String)> = p
+            .env
+            .iter()
+            .filter_map(|e| {
+                e.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let exec_candidates = exec_candidates(&p.argv[0], &env_pairs)?;
+        let cwd = cstr(&p.cwd.to_string_lossy())?;
 
-        let id = cgroup::sandbox_id(SEQUENCE.fetch_add(1, Ordering::Relaxed));
-        let cgroups = SandboxCgroups::create(&layout, &id, &spec.limits)
-            .map_err(|e| tier_err("creating cgroups", e.into()))?;
+        let cgroups = match &cfg.cgroup.path {
+            None => SandboxCgroups::create(&layout, id, &cfg.cgroup.limits),
+            Some(rel) => SandboxCgroups::create_at(
+                &layout,
+                rel,
+                &cfg.cgroup.limits,
+                cfg.cgroup.devices.as_deref(),
+            ),
+        }
+        .map_err(|e| tier_err("creating cgroups", e.into()))?;
         let entry = cgroups
             .entry()
             .map_err(|e| tier_err("creating cgroups", e.into()))?;
@@ -269,133 +424,152 @@ impl ContainerTier {
             CgroupEntry::WriteSelf(files) => (files, None),
             CgroupEntry::CloneInto(dir) => (Vec::new(), Some(dir)),
         };
+        let mut join = Vec::new();
+        for (kind, path) in &cfg.namespaces.join {
+            let fd = sys::openat(None, path, libc::O_RDONLY, 0).map_err(|source| {
+                tier_err(
+                    "joining namespaces",
+                    ContainerError::Io {
+                        op: "opening",
+                        path: path.clone(),
+                        source,
+                    },
+                )
+            })?;
+            join.push((*kind, fd));
+        }
+        let console = match &cfg.mode {
+            LaunchMode::Detached {
+                console: Some(path),
+                ..
+            } if p.terminal => Some(sys::connect_unix(path).map_err(|source| {
+                tier_err(
+                    "connecting to the console socket",
+                    ContainerError::Io {
+                        op: "connecting to",
+                        path: path.clone(),
+                        source,
+                    },
+                )
+            })?),
+            _ => None,
+        };
 
         let pipe = |what: &'static str| {
             sys::pipe().map_err(|e| tier_err(what, ContainerError::Syscall("pipe2", e)))
         };
         let (status_r, status_w) = pipe("creating the status pipe")?;
-        let (start_r, start_w) = pipe("creating the start pipe")?;
+        let (control_r, control_w) = pipe("creating the control pipe")?;
         let (life_r, life_w) = pipe("creating the lifeline pipe")?;
 
         // Signals cordon forwards are taken through a signalfd from now on.
-        let forward_set = sys::sigset(PARENT_FORWARDED);
-        sys::sigprocmask(libc::SIG_BLOCK, &forward_set).map_err(|e| {
-            tier_err(
-                "blocking signals",
-                ContainerError::Syscall("sigprocmask", e),
-            )
-        })?;
-        let sigfd = sys::signalfd(&forward_set).map_err(|e| {
-            tier_err(
-                "creating a signalfd",
-                ContainerError::Syscall("signalfd", e),
-            )
-        })?;
-
-        let mut flags = (libc::CLONE_NEWNS
-            | libc::CLONE_NEWPID
-            | libc::CLONE_NEWNET
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWUTS) as u64;
-        if userns {
-            flags |= libc::CLONE_NEWUSER as u64;
-        }
-        let cfg = ChildConfig {
-            rootfs: RootfsPlan {
-                scratch: &scratch,
-                source: &spec.rootfs,
-                mounts: &spec.mounts,
-                tmp_bytes: spec.limits.tmp_bytes,
-                hostname: &spec.hostname,
-                uid: spec.uid,
-                gid: spec.gid,
-                workdir: &spec.workdir,
-                userns,
-            },
-            network: spec.network,
+        let sigfd = if attached {
+            let forward_set = sys::sigset(PARENT_FORWARDED);
+            sys::sigprocmask(libc::SIG_BLOCK, &forward_set).map_err(|e| {
+                tier_err(
+                    "blocking signals",
+                    ContainerError::Syscall("sigprocmask", e),
+                )
+            })?;
+            Some(sys::signalfd(&forward_set).map_err(|e| {
+                tier_err(
+                    "creating a signalfd",
+                    ContainerError::Syscall("signalfd", e),
+                )
+            })?)
+        } else {
+            None
+        };
+        let userns = cfg.namespaces.create & libc::CLONE_NEWUSER != 0;
+        let flags = u64::try_from(cfg.namespaces.create & !libc::CLONE_NEWCGROUP).unwrap_or(0);
+        let child_cfg = ChildConfig {
+            cfg,
+            scratch: &scratch,
+            userns,
             argv,
-            argv0: spec.argv[0].clone(),
+            argv0: p.argv[0].clone(),
             env: envp,
             exec_candidates,
-            workdir,
-            uid: spec.uid,
-            gid: spec.gid,
-            userns,
-            host_uid,
-            host_gid,
-            caps,
+            cwd,
             last_cap: last_cap(),
-            workload_filter: seccomp_policy::workload_policy().compile(),
+            workload_filter: p.seccomp.as_ref().map(|pol| pol.compile()),
             init_filter: seccomp_policy::init_policy().compile(),
             cgroup_tasks,
+            join,
             status_w,
-            start_r,
+            control_r,
             life_r,
+            console,
         };
-        // SAFETY: cordon drives sandboxes from a single thread; the CLI starts no others.
+        // SAFETY: cordon drives containers from a single thread; the fronts start no others.
         let forked = unsafe { sys::clone3(flags, clone_into.as_ref().map(|f| f.as_fd())) };
         let (pid, pidfd) = match forked {
             Ok(sys::Forked::Child) => {
                 // Close the parent's ends of the pipes in the child: holding them would keep
-                // the lifeline and start pipes open after the parent dies.
+                // the lifeline and control pipes open after the parent dies.
                 drop(status_r);
-                drop(start_w);
+                drop(control_w);
                 drop(life_w);
                 drop(sigfd);
-                launch::child_main(cfg)
+                launch::child_main(child_cfg)
             }
             Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
             Err(e) => {
-                let why = if userns && e.raw_os_error() == Some(libc::EPERM)
-                    || e.raw_os_error() == Some(libc::ENOSPC)
-                {
-                    return Err(tier_err(
-                        "creating namespaces",
-                        ContainerError::NoUserNamespace(e.to_string()),
-                    ));
+                let err = if userns
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPERM | libc::ENOSPC | libc::EUSERS)
+                    ) {
+                    ContainerError::NoUserNamespace(e.to_string())
                 } else {
                     ContainerError::Syscall("clone3", e)
                 };
-                return Err(tier_err("creating namespaces", why));
+                return Err(tier_err("creating namespaces", err));
             }
         };
-        drop(cfg);
+        drop(child_cfg);
         let mut sandbox = ContainerSandbox {
-            id,
+            id: id.to_string(),
             pid,
             pidfd,
             status_r,
-            start_w: Some(start_w),
+            start_w: Some(control_w),
             _life_w: life_w,
             sigfd,
             cgroups,
             reaped: false,
         };
         if start_now {
-            let start_w = sandbox
-                .start_w
-                .take()
-                .expect("the start pipe is unused so far");
-            sys::write_all(start_w.as_fd(), &[START]).map_err(|e| {
-                tier_err("starting the workload", ContainerError::Syscall("write", e))
-            })?;
+            sandbox.send_control(START)?;
         }
-        let m = read_message(&sandbox.status_r);
-        match m {
-            Ok(Some((MSG_READY, _))) => Ok(sandbox),
-            Ok(Some((MSG_SETUP_ERROR, text))) => {
-                sandbox.reap();
-                Err(tier_err(
-                    "setting up the sandbox",
-                    ContainerError::Setup(String::from_utf8_lossy(&text).into_owned()),
-                ))
-            }
-            other => {
-                let status = sandbox.reap();
-                Err(tier_err(
-                    "setting up the sandbox",
-                    ContainerError::InitDied(format!("{other:?}, wait status {status:#x}")),
-                ))
+        loop {
+            match read_message(&sandbox.status_r) {
+                Ok(Some((MSG_READY, _))) => return Ok(sandbox),
+                Ok(Some((MSG_HOOK_POINT, name))) => {
+                    let name = String::from_utf8_lossy(&name).into_owned();
+                    if let Err(why) = hooks(&name, pid) {
+                        sandbox.reap();
+                        return Err(tier_err(
+                            &format!("running the {name} hooks"),
+                            ContainerError::Setup(why),
+                        ));
+                    }
+                    sandbox.send_control(HOOK_DONE)?;
+                }
+                Ok(Some((MSG_SETUP_ERROR, text))) => {
+                    sandbox.reap();
+                    return Err(tier_err(
+                        "setting up the sandbox",
+                        ContainerError::Setup(String::from_utf8_lossy(&text).into_owned()),
+                    ));
+                }
+                other => {
+                    let status = sandbox.reap();
+                    return Err(tier_err(
+                        "setting up the sandbox",
+                        ContainerError::InitDied(format!("{other:?}, wait status {status:#x}")),
+                    ));
+                }
             }
         }
     }
@@ -410,7 +584,7 @@ pub struct ContainerSandbox {
     status_r: OwnedFd,
     start_w: Option<OwnedFd>,
     _life_w: OwnedFd,
-    sigfd: OwnedFd,
+    sigfd: Option<OwnedFd>,
     cgroups: SandboxCgroups,
     reaped: bool,
 }
@@ -419,6 +593,19 @@ impl ContainerSandbox {
     /// Host PID of the sandbox's init.
     pub fn pid(&self) -> libc::pid_t {
         self.pid
+    }
+
+    fn send_control(&self, byte: u8) -> Result<(), SandboxError> {
+        let w = self
+            .start_w
+            .as_ref()
+            .expect("the control pipe is open until start");
+        sys::write_all(w.as_fd(), &[byte]).map_err(|e| {
+            tier_err(
+                "signalling the sandbox's init",
+                ContainerError::Syscall("write", e),
+            )
+        })
     }
 
     /// Kills the init (and so the whole PID namespace) and reaps it; returns its wait status.
@@ -448,13 +635,8 @@ impl CreatedSandbox for ContainerSandbox {
         &self.id
     }
 
-    fn start(mut self) -> Result<RunningContainer, SandboxError> {
-        let start_w = self
-            .start_w
-            .take()
-            .expect("a created sandbox has its start pipe");
-        sys::write_all(start_w.as_fd(), &[START])
-            .map_err(|e| tier_err("starting the workload", ContainerError::Syscall("write", e)))?;
+    fn start(self) -> Result<RunningContainer, SandboxError> {
+        self.send_control(START)?;
         Ok(RunningContainer { inner: self })
     }
 }
@@ -544,7 +726,7 @@ impl RunningSandbox for RunningContainer {
                     revents: 0,
                 },
                 libc::pollfd {
-                    fd: s.sigfd.as_raw_fd(),
+                    fd: s.sigfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -625,7 +807,8 @@ impl RunningSandbox for RunningContainer {
 fn forward_signals(s: &ContainerSandbox) {
     // signalfd_siginfo is 128 bytes: ssi_signo (u32) at 0, ssi_code (i32) at 8.
     let mut buf = [0u8; 128];
-    while let Ok(128) = sys::read(s.sigfd.as_fd(), &mut buf) {
+    let Some(sigfd) = &s.sigfd else { return };
+    while let Ok(128) = sys::read(sigfd.as_fd(), &mut buf) {
         let signo = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
         let code = i32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
         // A terminal's ^C/^\ reaches the workload directly (same process group); forwarding it

@@ -12,8 +12,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use cordon_sandbox::RootfsSource;
-
 use crate::sys::{
     self, fd_path, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
     RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS,
@@ -77,20 +75,140 @@ const ETC_COPIED_FILES: &[&str] = &[
 /// Top-level host entries the default rootfs mirrors (symlinks copied, directories bound).
 const HOST_TOP_LEVEL: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
-/// Inputs of the filesystem setup, all resolved by the parent before the clone.
-#[derive(Debug)]
-pub struct RootfsPlan<'a> {
-    /// Host directory the scratch tmpfs is mounted on (in the child's namespace only).
-    pub scratch: &'a Path,
-    pub source: &'a RootfsSource,
-    /// User bind mounts (sources checked by the parent).
-    pub mounts: &'a [cordon_sandbox::BindMount],
-    pub tmp_bytes: u64,
-    pub hostname: &'a str,
-    pub uid: u32,
-    pub gid: u32,
-    pub workdir: &'a Path,
-    pub userns: bool,
+/// Where the container's root directory comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSource {
+    /// An empty directory in the scratch tmpfs (filled by the mount operations).
+    Scratch,
+    /// An overlay: the directory is the read-only lower layer, writes go to the scratch tmpfs.
+    Overlay(PathBuf),
+    /// The directory itself, bound onto itself (the OCI bundle's rootfs).
+    Bind(PathBuf),
+}
+
+/// One step of building the container's filesystem, applied in order. Destinations are paths
+/// inside the new root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    /// cordon's default view of the host: /usr and the /bin, /lib*, /sbin links read-only, and a
+    /// minimal synthesized /etc.
+    HostSystem {
+        uid: u32,
+        gid: u32,
+        hostname: String,
+    },
+    /// A fresh filesystem (tmpfs, proc, sysfs, devpts, mqueue, ...).
+    Fs {
+        fstype: String,
+        source: String,
+        dest: PathBuf,
+        flags: libc::c_ulong,
+        data: String,
+    },
+    /// A bind mount of a host path (opened inside the container's mount namespace), then
+    /// `attrs` (MOUNT_ATTR_*) applied recursively.
+    Bind {
+        source: PathBuf,
+        dest: PathBuf,
+        recursive: bool,
+        attrs: u64,
+    },
+    /// The standard device nodes (null zero full random urandom tty) and /dev links, in a /dev
+    /// that is already mounted.
+    DefaultDevices,
+    /// A device node (`kind` is S_IFCHR, S_IFBLK or S_IFIFO).
+    Device {
+        dest: PathBuf,
+        kind: libc::mode_t,
+        major: u32,
+        minor: u32,
+        mode: libc::mode_t,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        target: PathBuf,
+        dest: PathBuf,
+    },
+    /// Hide a path: a file behind a read-only /dev/null, a directory behind an empty read-only
+    /// tmpfs. Missing paths are skipped.
+    Mask(PathBuf),
+    /// Make a path (and everything below it) read-only. Missing paths are skipped.
+    ReadOnly(PathBuf),
+    /// Create a directory (and its parents).
+    Mkdir(PathBuf),
+}
+
+/// The whole filesystem recipe of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootPlan {
+    pub source: RootSource,
+    /// Size of the scratch tmpfs (the overlay's upper layer, or the Scratch root).
+    pub scratch_bytes: u64,
+    pub ops: Vec<MountOp>,
+    /// Remount the root read-only once every operation is done.
+    pub readonly: bool,
+}
+
+impl RootPlan {
+    /// cordon's standard /dev, /proc, /sys and /tmp, with the masks and read-only paths.
+    pub fn standard_ops(tmp_bytes: u64) -> Vec<MountOp> {
+        let fs = |fstype: &str, dest: &str, flags: libc::c_ulong, data: &str| MountOp::Fs {
+            fstype: fstype.into(),
+            source: fstype.into(),
+            dest: dest.into(),
+            flags,
+            data: data.into(),
+        };
+        let nsd = libc::MS_NOSUID | libc::MS_NODEV;
+        let mut ops = vec![
+            fs(
+                "tmpfs",
+                "/dev",
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+                "mode=0755,size=64k",
+            ),
+            MountOp::DefaultDevices,
+            fs(
+                "devpts",
+                "/dev/pts",
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620",
+            ),
+            fs(
+                "tmpfs",
+                "/dev/shm",
+                nsd | libc::MS_NOEXEC,
+                "mode=1777,size=65536k",
+            ),
+            fs("proc", "/proc", nsd | libc::MS_NOEXEC, ""),
+        ];
+        ops.extend(
+            MASKED_PROC_FILES
+                .iter()
+                .chain(MASKED_PROC_DIRS)
+                .map(|n| MountOp::Mask(Path::new("/proc").join(n))),
+        );
+        ops.extend(
+            READONLY_PROC
+                .iter()
+                .map(|n| MountOp::ReadOnly(Path::new("/proc").join(n))),
+        );
+        ops.push(fs(
+            "sysfs",
+            "/sys",
+            libc::MS_RDONLY | nsd | libc::MS_NOEXEC,
+            "",
+        ));
+        ops.push(MountOp::Mask("/sys/firmware".into()));
+        ops.push(fs(
+            "tmpfs",
+            "/tmp",
+            nsd,
+            &format!("mode=1777,size={tmp_bytes}"),
+        ));
+        ops
+    }
 }
 
 fn flags_nosuid_nodev() -> libc::c_ulong {
@@ -183,7 +301,8 @@ fn reopen(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
 struct Builder<'a> {
     root: OwnedFd,
     root_path: PathBuf,
-    plan: &'a RootfsPlan<'a>,
+    userns: bool,
+    _plan: &'a RootPlan,
 }
 
 impl Builder<'_> {
@@ -195,28 +314,30 @@ impl Builder<'_> {
     fn mount_fs(
         &self,
         fstype: &str,
-        dst: &str,
+        source: &str,
+        dst: &Path,
         flags: libc::c_ulong,
         data: &str,
     ) -> Result<(), SetupError> {
-        let target =
-            ensure_dir(self.fs(), Path::new(dst)).step(|| format!("creating mount point {dst}"))?;
+        let target = ensure_dir(self.fs(), dst)
+            .step(|| format!("creating mount point {}", dst.display()))?;
         sys::mount(
-            Some(fstype),
+            Some(source),
             &fd_path(target.as_fd()),
             Some(fstype),
             flags,
             Some(data),
         )
-        .step(|| format!("mounting {fstype} on {dst}"))
+        .step(|| format!("mounting {fstype} on {}", dst.display()))
     }
 
-    /// Binds `src` (an open fd outside or inside the root) onto `dst`, then applies `attrs`.
+    /// Binds `src` (an open fd in this mount namespace) onto `dst`, then applies `attrs`.
     fn bind(
         &self,
         src: BorrowedFd<'_>,
         dst: &Path,
         is_dir: bool,
+        recursive: bool,
         attrs: u64,
     ) -> Result<(), SetupError> {
         let target = if is_dir {
@@ -225,11 +346,12 @@ impl Builder<'_> {
             ensure_file(self.fs(), dst)
         }
         .step(|| format!("creating mount point {}", dst.display()))?;
+        let flags = libc::MS_BIND | if recursive { libc::MS_REC } else { 0 };
         sys::mount(
             Some(&fd_path(src).to_string_lossy()),
             &fd_path(target.as_fd()),
             None,
-            libc::MS_BIND | libc::MS_REC,
+            flags,
             None,
         )
         .step(|| format!("bind-mounting onto {}", dst.display()))?;
@@ -241,19 +363,143 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn bind_host(&self, host: &Path, dst: &Path, attrs: u64) -> Result<(), SetupError> {
+    fn bind_host(
+        &self,
+        host: &Path,
+        dst: &Path,
+        recursive: bool,
+        attrs: u64,
+    ) -> Result<(), SetupError> {
         let src = sys::openat(None, host, libc::O_PATH, 0)
             .step(|| format!("opening {}", host.display()))?;
         let is_dir = sys::fstat(src.as_fd())
             .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
             .step(|| format!("inspecting {}", host.display()))?;
-        self.bind(src.as_fd(), dst, is_dir, attrs)
+        self.bind(src.as_fd(), dst, is_dir, recursive, attrs)
     }
 
-    fn host_system(&self) -> Result<(), SetupError> {
+    fn apply(&self, op: &MountOp) -> Result<(), SetupError> {
+        let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+        match op {
+            MountOp::HostSystem { uid, gid, hostname } => self.host_system(*uid, *gid, hostname),
+            MountOp::Fs {
+                fstype,
+                source,
+                dest,
+                flags,
+                data,
+            } => {
+                let mut data = data.clone();
+                if fstype == "devpts" && !self.userns && !data.contains("gid=") {
+                    data.push_str(",gid=5");
+                }
+                self.mount_fs(fstype, source, dest, *flags, &data)
+            }
+            MountOp::Bind {
+                source,
+                dest,
+                recursive,
+                attrs,
+            } => self.bind_host(source, dest, *recursive, *attrs),
+            MountOp::DefaultDevices => self.default_devices(),
+            MountOp::Device {
+                dest,
+                kind,
+                major,
+                minor,
+                mode,
+                uid,
+                gid,
+            } => {
+                let parent = ensure_dir(self.fs(), dest.parent().unwrap_or(Path::new("/")))
+                    .step(|| format!("creating the directory of {}", dest.display()))?;
+                let name = dest.file_name().map(Path::new).unwrap_or(Path::new("."));
+                let path = fd_path(parent.as_fd()).join(name);
+                sys::mknod(&path, (mode & 0o7777) | kind, libc::makedev(*major, *minor))
+                    .step(|| format!("creating the device {}", dest.display()))?;
+                std::os::unix::fs::chown(&path, Some(*uid), Some(*gid))
+                    .step(|| format!("chowning {}", dest.display()))
+            }
+            MountOp::Symlink { target, dest } => {
+                let parent = ensure_dir(self.fs(), dest.parent().unwrap_or(Path::new("/")))
+                    .step(|| format!("creating the directory of {}", dest.display()))?;
+                let name = dest.file_name().map(Path::new).unwrap_or(Path::new("."));
+                match symlink(target, fd_path(parent.as_fd()).join(name)) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+                    _ => Ok(()),
+                }
+                .step(|| format!("linking {}", dest.display()))
+            }
+            MountOp::Mask(path) => {
+                let Ok(fd) = reopen(self.fs(), path) else {
+                    return Ok(());
+                };
+                let is_dir = sys::fstat(fd.as_fd())
+                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                    .unwrap_or(false);
+                if is_dir {
+                    self.mount_fs(
+                        "tmpfs",
+                        "tmpfs",
+                        path,
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        "size=4k,mode=0555",
+                    )
+                } else {
+                    let null = reopen(self.fs(), Path::new("/dev/null"))
+                        .step(|| "opening the container's /dev/null".into())?;
+                    self.bind(null.as_fd(), path, false, false, ro)
+                }
+            }
+            MountOp::ReadOnly(path) => {
+                let Ok(fd) = reopen(self.fs(), path) else {
+                    return Ok(());
+                };
+                let is_dir = sys::fstat(fd.as_fd())
+                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                    .unwrap_or(false);
+                self.bind(fd.as_fd(), path, is_dir, true, ro)
+            }
+            MountOp::Mkdir(path) => ensure_dir(self.fs(), path)
+                .map(drop)
+                .step(|| format!("creating {}", path.display())),
+        }
+    }
+
+    fn default_devices(&self) -> Result<(), SetupError> {
+        let dev = self.root_path.join("dev");
+        for name in DEVICES {
+            let host = Path::new("/dev").join(name);
+            if self.userns {
+                // mknod is not allowed in a user namespace; share the host's nodes instead.
+                self.bind_host(&host, &host, false, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?;
+            } else {
+                let st = fs::metadata(&host).step(|| format!("inspecting {}", host.display()))?;
+                sys::mknod(&dev.join(name), 0o666 | libc::S_IFCHR, st.rdev())
+                    .step(|| format!("creating /dev/{name}"))?;
+            }
+        }
+        for (name, target) in [
+            ("ptmx", "pts/ptmx"),
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            match symlink(target, dev.join(name)) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(e).step(|| format!("linking /dev/{name}"))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn host_system(&self, uid: u32, gid: u32, host: &str) -> Result<(), SetupError> {
         let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         let root = &self.root_path;
-        self.bind_host(Path::new("/usr"), Path::new("/usr"), ro)?;
+        self.bind_host(Path::new("/usr"), Path::new("/usr"), true, ro)?;
         for name in HOST_TOP_LEVEL {
             let host = Path::new("/").join(name);
             match fs::symlink_metadata(&host) {
@@ -262,13 +508,14 @@ impl Builder<'_> {
                         fs::read_link(&host).step(|| format!("reading {}", host.display()))?;
                     symlink(&target, root.join(name)).step(|| format!("linking /{name}"))?;
                 }
-                Ok(m) if m.is_dir() => self.bind_host(&host, &Path::new("/").join(name), ro)?,
+                Ok(m) if m.is_dir() => {
+                    self.bind_host(&host, &Path::new("/").join(name), true, ro)?
+                }
                 _ => {}
             }
         }
         let etc = root.join("etc");
         fs::create_dir_all(&etc).step(|| "creating /etc".into())?;
-        let (uid, gid, host) = (self.plan.uid, self.plan.gid, self.plan.hostname);
         let mut passwd = String::from(
             "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         );
@@ -321,7 +568,7 @@ impl Builder<'_> {
         for name in shared {
             let host = Path::new("/etc").join(&name);
             if host.is_dir() {
-                self.bind_host(&host, &Path::new("/etc").join(&name), ro)?;
+                self.bind_host(&host, &Path::new("/etc").join(&name), true, ro)?;
             }
         }
         for dir in ["root", "run", "var"] {
@@ -330,122 +577,19 @@ impl Builder<'_> {
         symlink("/tmp", root.join("var/tmp")).step(|| "linking /var/tmp".into())?;
         Ok(())
     }
-
-    fn dev(&self) -> Result<(), SetupError> {
-        self.mount_fs(
-            "tmpfs",
-            "/dev",
-            libc::MS_NOSUID | libc::MS_NOEXEC,
-            "mode=0755,size=64k",
-        )?;
-        let dev = self.root_path.join("dev");
-        for name in DEVICES {
-            let host = Path::new("/dev").join(name);
-            if self.plan.userns {
-                // mknod is not allowed in a user namespace; share the host's nodes instead.
-                self.bind_host(&host, &host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?;
-            } else {
-                let st = fs::metadata(&host).step(|| format!("inspecting {}", host.display()))?;
-                sys::mknod(&dev.join(name), 0o666 | libc::S_IFCHR, st.rdev())
-                    .step(|| format!("creating /dev/{name}"))?;
-            }
-        }
-        let pts_opts = if self.plan.userns {
-            "newinstance,ptmxmode=0666,mode=0620"
-        } else {
-            "newinstance,ptmxmode=0666,mode=0620,gid=5"
-        };
-        self.mount_fs(
-            "devpts",
-            "/dev/pts",
-            libc::MS_NOSUID | libc::MS_NOEXEC,
-            pts_opts,
-        )?;
-        self.mount_fs(
-            "tmpfs",
-            "/dev/shm",
-            flags_nosuid_nodev() | libc::MS_NOEXEC,
-            "mode=1777,size=65536k",
-        )?;
-        for (name, target) in [
-            ("ptmx", "pts/ptmx"),
-            ("fd", "/proc/self/fd"),
-            ("stdin", "/proc/self/fd/0"),
-            ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"),
-        ] {
-            symlink(target, dev.join(name)).step(|| format!("linking /dev/{name}"))?;
-        }
-        Ok(())
-    }
-
-    fn proc_and_sys(&self) -> Result<(), SetupError> {
-        self.mount_fs("proc", "/proc", flags_nosuid_nodev() | libc::MS_NOEXEC, "")?;
-        let null = reopen(self.fs(), Path::new("/dev/null"))
-            .step(|| "opening the sandbox's /dev/null".into())?;
-        let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
-        for name in MASKED_PROC_FILES {
-            let path = Path::new("/proc").join(name);
-            if reopen(self.fs(), &path).is_ok() {
-                self.bind(null.as_fd(), &path, false, ro)?;
-            }
-        }
-        for name in MASKED_PROC_DIRS {
-            let path = format!("/proc/{name}");
-            if reopen(self.fs(), Path::new(&path)).is_ok() {
-                self.mount_fs(
-                    "tmpfs",
-                    &path,
-                    libc::MS_RDONLY | flags_nosuid_nodev() | libc::MS_NOEXEC,
-                    "size=4k,mode=0555",
-                )?;
-            }
-        }
-        for name in READONLY_PROC {
-            let path = Path::new("/proc").join(name);
-            if let Ok(fd) = reopen(self.fs(), &path) {
-                self.bind(fd.as_fd(), &path, true, ro)?;
-            }
-        }
-        self.mount_fs(
-            "sysfs",
-            "/sys",
-            libc::MS_RDONLY | flags_nosuid_nodev() | libc::MS_NOEXEC,
-            "",
-        )?;
-        if reopen(self.fs(), Path::new("/sys/firmware")).is_ok() {
-            self.mount_fs(
-                "tmpfs",
-                "/sys/firmware",
-                libc::MS_RDONLY | flags_nosuid_nodev() | libc::MS_NOEXEC,
-                "size=4k,mode=0555",
-            )?;
-        }
-        Ok(())
-    }
-
-    fn tmp(&self) -> Result<(), SetupError> {
-        let data = format!("mode=1777,size={}", self.plan.tmp_bytes);
-        self.mount_fs("tmpfs", "/tmp", flags_nosuid_nodev(), &data)
-    }
-
-    fn user_mounts(&self) -> Result<(), SetupError> {
-        // Sources are opened again here, inside the new mount namespace: a bind mount's source
-        // must belong to the caller's namespace, and fds the parent opened belong to the host's.
-        for m in self.plan.mounts {
-            let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-            if m.readonly {
-                attrs |= MOUNT_ATTR_RDONLY;
-            }
-            self.bind_host(&m.source, &m.destination, attrs)?;
-        }
-        Ok(())
-    }
 }
 
-/// Builds the sandbox's root and pivots into it. On return the process's `/` is the sandbox
-/// root and the host's tree is unreachable.
-pub fn enter(plan: &RootfsPlan<'_>) -> Result<(), SetupError> {
+/// Builds the container's root in a private mount namespace and pivots into it. On return the
+/// process's `/` is the new root and the host's tree is unreachable.
+///
+/// `scratch` is a host directory the scratch tmpfs is mounted on (in this namespace only).
+/// `before_pivot` runs once every mount is in place (the OCI createContainer hook point).
+pub fn enter(
+    plan: &RootPlan,
+    scratch: &Path,
+    userns: bool,
+    before_pivot: &mut dyn FnMut() -> Result<(), SetupError>,
+) -> Result<(), SetupError> {
     sys::mount(
         None,
         Path::new("/"),
@@ -454,81 +598,88 @@ pub fn enter(plan: &RootfsPlan<'_>) -> Result<(), SetupError> {
         None,
     )
     .step(|| "making the mount namespace private".into())?;
-    let scratch_size = match plan.source {
-        RootfsSource::HostSystem => 4 << 20,
-        RootfsSource::Dir(_) => plan.tmp_bytes,
-    };
-    sys::mount(
-        Some("tmpfs"),
-        plan.scratch,
-        Some("tmpfs"),
-        flags_nosuid_nodev(),
-        Some(&format!("mode=0755,size={scratch_size}")),
-    )
-    .step(|| format!("mounting the scratch tmpfs on {}", plan.scratch.display()))?;
-    let root_path = plan.scratch.join("root");
-    fs::create_dir(&root_path).step(|| "creating the root directory".into())?;
-    match plan.source {
-        RootfsSource::Dir(dir) => {
-            for d in ["upper", "work"] {
-                fs::create_dir(plan.scratch.join(d))
-                    .step(|| format!("creating the overlay {d} directory"))?;
-            }
-            // By path: fds the parent opened belong to the host's mount namespace. Characters
-            // that overlayfs's option parser treats specially are refused up front.
-            let lower = dir.to_string_lossy();
-            if lower.contains([',', ':', '\\']) {
-                return Err(SetupError {
-                    step: format!("using {} as an overlay lower directory", dir.display()),
-                    source: io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "path contains ',', ':' or '\\'",
-                    ),
-                });
-            }
-            let mut data = format!(
-                "lowerdir={lower},upperdir={},workdir={}",
-                plan.scratch.join("upper").display(),
-                plan.scratch.join("work").display()
-            );
-            if plan.userns {
-                data.push_str(",userxattr");
-            }
+    let root_path = match &plan.source {
+        RootSource::Bind(dir) => {
             sys::mount(
-                Some("overlay"),
-                &root_path,
-                Some("overlay"),
-                libc::MS_NOSUID,
-                Some(&data),
+                Some(&dir.to_string_lossy()),
+                dir,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
             )
-            .step(|| format!("mounting an overlay of {}", dir.display()))?;
+            .step(|| format!("binding the root {}", dir.display()))?;
+            dir.clone()
         }
-        _ => sys::mount(
-            Some(&root_path.to_string_lossy()),
-            &root_path,
-            None,
-            libc::MS_BIND,
-            None,
-        )
-        .step(|| "binding the root directory".into())?,
-    }
+        source => {
+            sys::mount(
+                Some("tmpfs"),
+                scratch,
+                Some("tmpfs"),
+                flags_nosuid_nodev(),
+                Some(&format!("mode=0755,size={}", plan.scratch_bytes)),
+            )
+            .step(|| format!("mounting the scratch tmpfs on {}", scratch.display()))?;
+            let root_path = scratch.join("root");
+            fs::create_dir(&root_path).step(|| "creating the root directory".into())?;
+            if let RootSource::Overlay(dir) = source {
+                for d in ["upper", "work"] {
+                    fs::create_dir(scratch.join(d))
+                        .step(|| format!("creating the overlay {d} directory"))?;
+                }
+                // By path: fds opened by the parent belong to the host's mount namespace.
+                // Characters that overlayfs's option parser treats specially are refused.
+                let lower = dir.to_string_lossy();
+                if lower.contains([',', ':', '\\']) {
+                    return Err(SetupError {
+                        step: format!("using {} as an overlay lower directory", dir.display()),
+                        source: io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "path contains ',', ':' or '\\'",
+                        ),
+                    });
+                }
+                let mut data = format!(
+                    "lowerdir={lower},upperdir={},workdir={}",
+                    scratch.join("upper").display(),
+                    scratch.join("work").display()
+                );
+                if userns {
+                    data.push_str(",userxattr");
+                }
+                sys::mount(
+                    Some("overlay"),
+                    &root_path,
+                    Some("overlay"),
+                    libc::MS_NOSUID,
+                    Some(&data),
+                )
+                .step(|| format!("mounting an overlay of {}", dir.display()))?;
+            } else {
+                sys::mount(
+                    Some(&root_path.to_string_lossy()),
+                    &root_path,
+                    None,
+                    libc::MS_BIND,
+                    None,
+                )
+                .step(|| "binding the root directory".into())?;
+            }
+            root_path
+        }
+    };
     let root = sys::openat(None, &root_path, libc::O_PATH | libc::O_DIRECTORY, 0)
         .step(|| "opening the new root".into())?;
     let b = Builder {
         root,
         root_path: root_path.clone(),
-        plan,
+        userns,
+        _plan: plan,
     };
-    if matches!(plan.source, RootfsSource::HostSystem) {
-        b.host_system()?;
+    for op in &plan.ops {
+        b.apply(op)?;
     }
-    b.dev()?;
-    b.proc_and_sys()?;
-    b.tmp()?;
-    b.user_mounts()?;
-    ensure_dir(b.fs(), plan.workdir)
-        .step(|| format!("creating the workdir {}", plan.workdir.display()))?;
-    if matches!(plan.source, RootfsSource::HostSystem) {
+    before_pivot()?;
+    if plan.readonly {
         sys::mount(
             None,
             &root_path,

@@ -319,7 +319,16 @@ fn compile_match(rule: &MatchRule) -> Vec<libc::sock_filter> {
                 (jump(BPF_JEQ_K, vhi, 0, 0), Target::Next, Target::Fail),
                 plain(ld_lo),
                 (
-                    jump(if c.op == CmpOp::Gt { BPF_JGT_K } else { BPF_JGE_K }, vlo, 0, 0),
+                    jump(
+                        if c.op == CmpOp::Gt {
+                            BPF_JGT_K
+                        } else {
+                            BPF_JGE_K
+                        },
+                        vlo,
+                        0,
+                        0,
+                    ),
                     Target::Next,
                     Target::Fail,
                 ),
@@ -331,7 +340,16 @@ fn compile_match(rule: &MatchRule) -> Vec<libc::sock_filter> {
                 (jump(BPF_JEQ_K, vhi, 0, 0), Target::Next, Target::Skip(2)),
                 plain(ld_lo),
                 (
-                    jump(if c.op == CmpOp::Lt { BPF_JGE_K } else { BPF_JGT_K }, vlo, 0, 0),
+                    jump(
+                        if c.op == CmpOp::Lt {
+                            BPF_JGE_K
+                        } else {
+                            BPF_JGT_K
+                        },
+                        vlo,
+                        0,
+                        0,
+                    ),
                     Target::Fail,
                     Target::Next,
                 ),
@@ -1027,7 +1045,17 @@ mod tests {
             (CmpOp::Ge, 0x1_0000_0005),
             (CmpOp::MaskedEq(0xff_0000_00ff), 0x12_0000_0034),
         ];
-        let probes: [u64; 9] = [0, 5, 6, 0x1_0000_0004, 0x1_0000_0005, 0x1_0000_0006, 0x2_0000_0000, u64::MAX, 0x12_ffff_ff34];
+        let probes: [u64; 9] = [
+            0,
+            5,
+            6,
+            0x1_0000_0004,
+            0x1_0000_0005,
+            0x1_0000_0006,
+            0x2_0000_0000,
+            u64::MAX,
+            0x12_ffff_ff34,
+        ];
         for (op, value) in cases {
             let policy = Policy {
                 allow: vec![],
@@ -1035,7 +1063,10 @@ mod tests {
                 conditional: vec![],
                 matched: vec![(
                     libc::SYS_getpid,
-                    vec![MatchRule { conds: vec![Cond { arg: 2, op, value }], action: Action::Allow }],
+                    vec![MatchRule {
+                        conds: vec![Cond { arg: 2, op, value }],
+                        action: Action::Allow,
+                    }],
                 )],
                 default: errno(libc::EPERM),
             };
@@ -1066,20 +1097,47 @@ mod tests {
                 libc::SYS_socket,
                 vec![
                     MatchRule {
-                        conds: vec![Cond { arg: 0, op: CmpOp::Eq, value: 2 }, Cond { arg: 1, op: CmpOp::Eq, value: 3 }],
+                        conds: vec![
+                            Cond {
+                                arg: 0,
+                                op: CmpOp::Eq,
+                                value: 2,
+                            },
+                            Cond {
+                                arg: 1,
+                                op: CmpOp::Eq,
+                                value: 3,
+                            },
+                        ],
                         action: errno(libc::EACCES),
                     },
-                    MatchRule { conds: vec![Cond { arg: 0, op: CmpOp::Ne, value: 40 }], action: Action::Allow },
+                    MatchRule {
+                        conds: vec![Cond {
+                            arg: 0,
+                            op: CmpOp::Ne,
+                            value: 40,
+                        }],
+                        action: Action::Allow,
+                    },
                 ],
             )],
             default: errno(libc::EPERM),
         };
         let prog = policy.compile();
         let s = n(libc::SYS_socket);
-        assert_eq!(run(&prog, s, [2, 3, 0, 0, 0, 0]), SECCOMP_RET_ERRNO | libc::EACCES as u32);
+        assert_eq!(
+            run(&prog, s, [2, 3, 0, 0, 0, 0]),
+            SECCOMP_RET_ERRNO | libc::EACCES as u32
+        );
         assert_eq!(run(&prog, s, [2, 1, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
-        assert_eq!(run(&prog, s, [40, 1, 0, 0, 0, 0]), SECCOMP_RET_ERRNO | libc::EPERM as u32);
-        assert_eq!(run(&prog, n(libc::SYS_read), [0; 6]), SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        assert_eq!(
+            run(&prog, s, [40, 1, 0, 0, 0, 0]),
+            SECCOMP_RET_ERRNO | libc::EPERM as u32
+        );
+        assert_eq!(
+            run(&prog, n(libc::SYS_read), [0; 6]),
+            SECCOMP_RET_ERRNO | libc::EPERM as u32
+        );
     }
 
     #[test]

@@ -114,6 +114,91 @@ pub unsafe fn fork() -> io::Result<libc::pid_t> {
     check(unsafe { libc::fork() })
 }
 
+pub fn setns(fd: BorrowedFd<'_>, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: integer arguments only; the kernel validates the fd.
+    check(unsafe { libc::setns(fd.as_raw_fd(), nstype) }).map(drop)
+}
+
+/// Opens a new pseudo-terminal from this mount namespace's /dev/ptmx: (master, child side).
+pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let master = openat(
+        None,
+        Path::new("/dev/ptmx"),
+        libc::O_RDWR | libc::O_NOCTTY,
+        0,
+    )?;
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK takes a pointer to an int.
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) })?;
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new fd for the child side.
+    let child = check(unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: the ioctl returned a new fd that nobody else owns.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(child) }))
+}
+
+/// Makes `tty` this process's controlling terminal and its stdin, stdout and stderr (after
+/// starting a new session).
+pub fn make_controlling_terminal(tty: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setsid has no preconditions.
+    check(unsafe { libc::setsid() })?;
+    // SAFETY: TIOCSCTTY takes an integer argument.
+    check(unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) })?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors, which this process owns.
+        check(unsafe { libc::dup2(tty.as_raw_fd(), target) })?;
+    }
+    Ok(())
+}
+
+/// The size of a C int, as the CMSG_* macros take it.
+const INT_LEN: u32 = 4;
+const _: () = assert!(std::mem::size_of::<libc::c_int>() == INT_LEN as usize);
+
+/// Sends `fd` over the unix socket `sock` (SCM_RIGHTS), with a one-byte payload.
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(INT_LEN) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: an all-zero msghdr is valid; the fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer is large enough for one header carrying one int, so
+    // CMSG_FIRSTHDR is non-null and CMSG_DATA points inside the buffer.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(INT_LEN) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
+    }
+    // SAFETY: `msg` points at live buffers for the duration of the call.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A unix stream socket connected to `path`.
+pub fn connect_unix(path: &Path) -> io::Result<OwnedFd> {
+    let stream = std::os::unix::net::UnixStream::connect(path)?;
+    Ok(OwnedFd::from(stream))
+}
+
 pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     // SAFETY: unshare takes flags only.
     check(unsafe { libc::unshare(flags) }).map(drop)
