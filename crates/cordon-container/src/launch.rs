@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use crate::config::{CapSets, ContainerConfig, LaunchMode};
+use crate::config::{CapSets, ContainerConfig, LaunchMode, ProcessConfig};
 use crate::rootfs::{self, Context, SetupError};
 use crate::sys;
 
@@ -234,12 +234,28 @@ fn drop_bounding(keep: u64, last_cap: u8) -> std::io::Result<()> {
 }
 
 fn become_user(cfg: &ChildConfig<'_>, caps: CapSets, no_new_privs: bool) -> std::io::Result<()> {
-    let p = &cfg.cfg.process;
-    drop_bounding(caps.bounding, cfg.last_cap)?;
+    assume_identity(
+        &cfg.cfg.process,
+        cfg.userns,
+        cfg.last_cap,
+        caps,
+        no_new_privs,
+    )
+}
+
+/// Takes on the process's identity and capability sets.
+pub(crate) fn assume_identity(
+    p: &ProcessConfig,
+    userns: bool,
+    last_cap: u8,
+    caps: CapSets,
+    no_new_privs: bool,
+) -> std::io::Result<()> {
+    drop_bounding(caps.bounding, last_cap)?;
     if caps.permitted != 0 {
         sys::prctl(libc::PR_SET_KEEPCAPS, 1)?;
     }
-    if !cfg.userns {
+    if !userns {
         let mut groups = vec![p.gid];
         groups.extend(&p.additional_gids);
         sys::setgroups(&groups)?;
@@ -251,7 +267,7 @@ fn become_user(cfg: &ChildConfig<'_>, caps: CapSets, no_new_privs: bool) -> std:
         libc::PR_CAP_AMBIENT,
         libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
     )?;
-    for cap in 0..=cfg.last_cap {
+    for cap in 0..=last_cap {
         if caps.ambient & (1u64 << cap) != 0 {
             sys::prctl3(
                 libc::PR_CAP_AMBIENT,
@@ -343,6 +359,79 @@ fn init_main(cfg: ChildConfig<'_>, prepared: Prepared) -> ! {
                 });
             }
         }
+    }
+}
+
+/// The tail of starting a process in a container, shared with `exec`: terminal, rlimits,
+/// identity, workdir, fds, seccomp, then execve over the PATH candidates. Failures go to
+/// stderr (exit 125, 126 or 127).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn exec_process(
+    p: &ProcessConfig,
+    userns: bool,
+    last_cap: u8,
+    cwd: &CString,
+    argv: &[CString],
+    env: &[CString],
+    candidates: &[CString],
+    filter: Option<&[libc::sock_filter]>,
+    tty: Option<OwnedFd>,
+) -> ! {
+    let fail = |what: &str, e: std::io::Error, code: i32| -> ! {
+        // SAFETY: fd 2 is this process's stderr, open for the whole call.
+        let stderr = unsafe { BorrowedFd::borrow_raw(2) };
+        let _ = sys::write_all(stderr, format!("cordon: {what}: {e}\n").as_bytes());
+        sys::exit_now(code);
+    };
+    if let Some(tty) = tty {
+        if let Err(e) = sys::make_controlling_terminal(tty.as_fd()) {
+            fail("setting up the terminal", e, 125);
+        }
+    }
+    for &(resource, soft, hard) in &p.rlimits {
+        if let Err(e) = sys::setrlimit(resource, soft, hard) {
+            fail(&format!("setting rlimit {resource}"), e, 125);
+        }
+    }
+    if let Err(e) = assume_identity(p, userns, last_cap, p.caps, p.no_new_privileges) {
+        fail("dropping privileges", e, 125);
+    }
+    // SAFETY: `cwd` is NUL-terminated.
+    if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
+        fail(
+            &format!("changing to {cwd:?}"),
+            std::io::Error::last_os_error(),
+            125,
+        );
+    }
+    if let Err(e) = sys::cloexec_from(3) {
+        fail("closing inherited file descriptors", e, 125);
+    }
+    if let Some(filter) = filter {
+        if let Err(e) = sys::seccomp_install(filter) {
+            fail("installing the seccomp filter", e, 125);
+        }
+    }
+    let mut denied = None;
+    for path in candidates {
+        let err = sys::execve(path, argv, env);
+        match err.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR) => {}
+            _ => {
+                denied.get_or_insert((path.clone(), err));
+            }
+        }
+    }
+    match denied {
+        Some((path, err)) => fail(&format!("exec {path:?}"), err, 126),
+        None => fail(
+            &format!("exec {:?}", argv[0]),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "executable file not found in $PATH",
+            ),
+            127,
+        ),
     }
 }
 

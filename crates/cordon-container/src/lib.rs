@@ -12,6 +12,7 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod exec;
 mod launch;
 pub mod rootfs;
 pub mod seccomp_policy;
