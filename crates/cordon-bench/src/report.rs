@@ -1,0 +1,993 @@
+//! The results of a run and their three renderings: `bench-results.json` (everything, raw
+//! samples included), `BENCHMARKS.md` (tables of ratios with the charts) and the terminal
+//! table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::charts;
+use crate::runtime::{Runtime, Unavailable};
+use crate::stats::Summary;
+use crate::Params;
+
+/// Writing the report failed.
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("drawing {path}: {why}")]
+    Chart { path: PathBuf, why: String },
+}
+
+/// The host the numbers come from.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Machine {
+    pub cpu_model: String,
+    pub cores: usize,
+    pub memory_mib: u64,
+    pub kernel: String,
+    pub os: String,
+    pub virtualized: bool,
+    pub date_utc: String,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    /// CPU time that processes other than the bench and its runtimes used during the run,
+    /// in percent of all cores' time: how much the numbers may have been disturbed.
+    pub other_cpu_percent: Option<f64>,
+    #[serde(skip)]
+    ticks_start: Option<(u64, u64)>,
+}
+
+/// (busy ticks of all CPUs, total ticks of all CPUs) from /proc/stat.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = read("/proc/stat");
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
+}
+
+/// CPU ticks used by this process and its waited-for descendants.
+fn own_ticks() -> Option<u64> {
+    let stat = read("/proc/self/stat");
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Fields 14-17 (utime, stime, cutime, cstime) are the 12th-15th after the comm.
+    let v: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (v.len() == 4).then(|| v.iter().sum())
+}
+
+fn read(path: &str) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+fn loadavg() -> String {
+    read("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Machine {
+    pub(crate) fn probe() -> Machine {
+        let cpuinfo = read("/proc/cpuinfo");
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let os = read("/etc/os-release")
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_default();
+        let memory_mib = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib / 1024)
+            .unwrap_or(0);
+        Machine {
+            cpu_model: field("model name"),
+            cores: cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("processor"))
+                .count(),
+            memory_mib,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            os,
+            virtualized: field("flags").split(' ').any(|f| f == "hypervisor"),
+            date_utc: utc_now(),
+            loadavg_start: loadavg(),
+            loadavg_end: String::new(),
+            other_cpu_percent: None,
+            ticks_start: cpu_ticks()
+                .zip(own_ticks())
+                .map(|((busy, total), own)| (busy - own.min(busy), total)),
+        }
+    }
+
+    pub(crate) fn finish(&mut self) {
+        self.loadavg_end = loadavg();
+        if let (Some((busy0, total0)), Some((busy1, total1)), Some(own)) =
+            (self.ticks_start, cpu_ticks(), own_ticks())
+        {
+            let other = (busy1.saturating_sub(own)).saturating_sub(busy0) as f64;
+            let total = total1.saturating_sub(total0).max(1) as f64;
+            self.other_cpu_percent = Some((other / total * 100.0).clamp(0.0, 100.0));
+        }
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        u32::try_from(month).unwrap_or(0),
+        u32::try_from(day).unwrap_or(0),
+    )
+}
+
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// One runtime's standing in the report.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RuntimeInfo {
+    pub name: String,
+    /// `tier` (cordon's own) or `peer`.
+    pub kind: &'static str,
+    /// `measured`, `skipped` (not installed, or cannot run here) or `failed` (broke mid-run).
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub version: Option<String>,
+    pub isolation: Option<String>,
+    pub errors: Vec<String>,
+}
+
+impl RuntimeInfo {
+    pub(crate) fn measured(
+        rt: &Runtime,
+        status: Option<(&'static str, String)>,
+        errors: Vec<String>,
+    ) -> RuntimeInfo {
+        let (status, reason) = match status {
+            None => ("measured", None),
+            Some((s, r)) => (s, Some(r)),
+        };
+        RuntimeInfo {
+            name: rt.name.clone(),
+            kind: if rt.is_tier { "tier" } else { "peer" },
+            status,
+            reason,
+            version: Some(rt.version.clone()),
+            isolation: Some(rt.isolation.to_string()),
+            errors,
+        }
+    }
+
+    pub(crate) fn skipped(u: Unavailable) -> RuntimeInfo {
+        RuntimeInfo {
+            name: u.name,
+            kind: if u.is_tier { "tier" } else { "peer" },
+            status: "skipped",
+            reason: Some(u.reason),
+            version: None,
+            isolation: None,
+            errors: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MemoryResult {
+    /// PSS of the runtime's own processes, MiB.
+    #[serde(flatten)]
+    pub machinery: Summary,
+    /// PSS of the workload, MiB, when it is a separate host process.
+    pub payload_mib: Option<Summary>,
+    /// The processes counted as the runtime's.
+    pub processes: Vec<String>,
+    /// True when the workload cannot be told apart and is included (runsc).
+    pub payload_included: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CpuResult {
+    /// Best `cpu_ms` over native's best (None without a native run): the best of several
+    /// runs of fixed work is the one least disturbed by other load on the host.
+    pub ratio: Option<f64>,
+    /// The same with medians.
+    pub ratio_p50: Option<f64>,
+    pub cpu_ms: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DensityCheckpoint {
+    pub sandboxes: usize,
+    pub pss_mib_per_sandbox: f64,
+    /// Median time-to-ready of the sandboxes started since the previous checkpoint.
+    pub ready_ms_p50: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DensityResult {
+    pub bound: u32,
+    pub reached: usize,
+    pub stop_reason: Option<String>,
+    /// Time from spawning the runtime to the workload's `ready`, in start order.
+    pub ready_ms: Vec<f64>,
+    pub checkpoints: Vec<DensityCheckpoint>,
+    pub teardown_s: f64,
+    /// Sandboxes that did not exit after their stdin closed and had to be killed.
+    pub killed: usize,
+}
+
+/// Every metric, by name (units in the names), then by runtime.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Metrics {
+    /// workload (`true`, `python`) -> runtime -> lifecycle milliseconds.
+    pub startup_ms: BTreeMap<String, BTreeMap<String, Summary>>,
+    pub host_mem_mib: BTreeMap<String, MemoryResult>,
+    /// `getppid`, `open_read_close` -> runtime -> ns per call.
+    pub syscall_ns: BTreeMap<String, BTreeMap<String, Summary>>,
+    pub cpu_ratio: BTreeMap<String, CpuResult>,
+    /// `write`, `read` -> runtime -> MiB/s.
+    pub io_mib_s: BTreeMap<String, BTreeMap<String, Summary>>,
+    pub density: BTreeMap<String, DensityResult>,
+}
+
+/// Figures measured earlier on this machine class (FIELD-NOTES, 2026-11-23: hyperfine -N,
+/// 30 runs x 7 passes), for a sanity check: (metric, runtime, value).
+const REFERENCE: &[(&str, &str, f64)] = &[
+    ("startup_ms true", "native", 0.55),
+    ("startup_ms true", "chroot", 1.7),
+    ("startup_ms true", "bwrap", 6.9),
+    ("startup_ms true", "crun", 14.8),
+    ("startup_ms true", "runc", 34.0),
+    ("startup_ms true", "runsc", 151.0),
+    ("startup_ms python", "native", 18.0),
+    ("startup_ms python", "bwrap", 23.0),
+    ("startup_ms python", "crun", 38.0),
+    ("startup_ms python", "runc", 55.0),
+    ("startup_ms python", "runsc", 230.0),
+    ("host_mem_mib", "bwrap", 0.6),
+    ("host_mem_mib", "crun", 1.4),
+    ("host_mem_mib", "runc", 9.0),
+    ("host_mem_mib", "runsc", 34.0),
+    ("syscall_ns getppid", "native", 220.0),
+    ("syscall_ns getppid", "runsc", 23_400.0),
+    ("syscall_ns open_read_close", "native", 4_300.0),
+    ("syscall_ns open_read_close", "runsc", 86_000.0),
+];
+
+/// Above this share of CPU time used by other processes, the report warns.
+pub(crate) const NOISY_PERCENT: f64 = 10.0;
+
+/// A whole run.
+#[derive(Debug, Serialize)]
+pub(crate) struct Results {
+    pub schema: u32,
+    pub command: String,
+    pub mode: &'static str,
+    pub machine: Machine,
+    pub params: Params,
+    pub duration_s: f64,
+    pub runtimes: Vec<RuntimeInfo>,
+    pub metrics: Metrics,
+    pub method: Vec<&'static str>,
+}
+
+const METHOD: &[&str] = &[
+    "startup_ms: wall time from spawning the runtime's command to its exit (create, start, wait, delete), stdin an empty pipe, stdout and stderr to files; warm-up rounds excluded; runtimes interleaved round-robin, the first one rotating every round.",
+    "Every runtime sees the same filesystem: the host's /usr read-only behind the /bin, /lib*, /sbin links, a minimal /etc with /etc/ssl, /etc/alternatives and /etc/python3* bound read-only, a 512 MiB tmpfs on /tmp, the benchmark program at /opt/cordon-bench. OCI peers get a bundle doing these mounts themselves; bwrap gets the same binds; chroot gets a root prepared on the host.",
+    "Confinement is matched where the peer allows it: runc and crun get cordon's seccomp allowlist by syscall name (argument checks not translated), no capabilities, no_new_privs, memory 1 GiB and pids 1024 limits, cordon's masked and read-only /proc paths; bwrap loads cordon's compiled filter with --seccomp and drops all capabilities (no cgroups); runsc ignores the OCI seccomp section (its Sentry is the boundary).",
+    "crun runs in a private mount namespace without /sys/fs/cgroup/unified (it refuses hybrid cgroup hosts); the extra unshare and umount happen in the forked child before exec.",
+    "runsc runs with --platform=ptrace --network=none; its stdio are an empty pipe and files, never the shared /dev/null (it chowns them).",
+    "host_mem_mib: PSS from /proc/PID/smaps_rollup summed over the runtime's processes (the spawned command and its descendants) while the workload idles, the workload's own process left out; for runsc the workload runs inside the Sentry and is included.",
+    "syscall_ns: cordon-syscall-bench (static) inside each sandbox: median of ~2 ms batches of getppid, and of open+read+close of a 64-byte file in /tmp, over the budget; the table shows the median over runs.",
+    "cpu_ratio: a fixed multiply-xorshift loop in cordon-syscall-bench, median time over native's.",
+    "io_mib_s: 256 MiB written in 1 MiB chunks to /tmp (tmpfs everywhere; native uses a tmpfs of the same size), fsync, then read back.",
+    "density: idle sandboxes (the workload prints ready and waits for end of file on stdin) started one after another; ready time per sandbox and PSS per sandbox at checkpoints; stops early on failure, low MemAvailable or too many tasks; all released by closing their stdin, leftovers killed and deleted.",
+];
+
+impl Results {
+    pub(crate) fn new(
+        command: String,
+        quick: bool,
+        machine: Machine,
+        params: Params,
+        duration_s: f64,
+        runtimes: Vec<RuntimeInfo>,
+        metrics: Metrics,
+    ) -> Results {
+        Results {
+            schema: 1,
+            command,
+            mode: if quick { "quick" } else { "full" },
+            machine,
+            params,
+            duration_s,
+            runtimes,
+            metrics,
+            method: METHOD.to_vec(),
+        }
+    }
+
+    /// Runtime names with data, in report order (tiers first, then peers as requested).
+    pub(crate) fn names(&self) -> Vec<&str> {
+        self.runtimes
+            .iter()
+            .filter(|r| r.status != "skipped")
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
+    fn tiers(&self) -> Vec<&str> {
+        self.runtimes
+            .iter()
+            .filter(|r| r.kind == "tier" && r.status != "skipped")
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+}
+
+/// The peer to compare a tier with: the first measured of the same isolation class.
+pub(crate) fn closest_peer<'a, T>(tier: &str, have: &'a BTreeMap<String, T>) -> Option<&'a str> {
+    let order: &[&str] = match tier {
+        "cordon-sentry" => &["runsc", "crun", "runc", "bwrap"],
+        "cordon-microvm" => &["qemu", "runsc", "crun", "runc"],
+        _ => &["crun", "runc", "bwrap", "runsc"],
+    };
+    order
+        .iter()
+        .find_map(|p| have.get_key_value(*p).map(|(k, _)| k.as_str()))
+}
+
+pub(crate) fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        "–".to_string()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn fmt_ratio(v: f64) -> String {
+    if !v.is_finite() {
+        "–".to_string()
+    } else if v >= 100.0 {
+        format!("{v:.0}×")
+    } else if v >= 10.0 {
+        format!("{v:.1}×")
+    } else {
+        format!("{v:.2}×")
+    }
+}
+
+fn fmt_ns(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{} µs", fmt_num(v / 1000.0))
+    } else {
+        format!("{v:.0} ns")
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => fmt_ratio(a / b),
+        _ => "–".to_string(),
+    }
+}
+
+fn p50(map: Option<&BTreeMap<String, Summary>>, name: &str) -> Option<f64> {
+    map.and_then(|m| m.get(name)).map(|s| s.p50)
+}
+
+/// A table of one lower-is-better (or higher-is-better) summary metric by runtime.
+fn summary_table(
+    md: &mut String,
+    r: &Results,
+    map: Option<&BTreeMap<String, Summary>>,
+    unit: &str,
+    fmt: fn(f64) -> String,
+) {
+    let Some(map) = map else { return };
+    let tiers = r.tiers();
+    let _ = write!(
+        md,
+        "| runtime | p50 {unit} | p90 | min | max | n | × native |"
+    );
+    for t in &tiers {
+        let _ = write!(md, " {t} ÷ runtime |");
+    }
+    md.push_str("\n|---|--:|--:|--:|--:|--:|--:|");
+    for _ in &tiers {
+        md.push_str("--:|");
+    }
+    md.push('\n');
+    let native = map.get("native").map(|s| s.p50);
+    for name in r.names() {
+        let Some(s) = map.get(name) else { continue };
+        let _ = write!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            fmt(s.p50),
+            fmt(s.p90),
+            fmt(s.min),
+            fmt(s.max),
+            s.n,
+            ratio(Some(s.p50), native)
+        );
+        for t in &tiers {
+            let _ = write!(md, " {} |", ratio(map.get(*t).map(|x| x.p50), Some(s.p50)));
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+}
+
+fn headline(md: &mut String, r: &Results) {
+    let m = &r.metrics;
+    for tier in r.tiers() {
+        let Some(peer) = closest_peer(tier, m.startup_ms.get("true").unwrap_or(&BTreeMap::new()))
+            .map(str::to_string)
+        else {
+            let _ = writeln!(md, "No peer of {tier}'s class was measured.\n");
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "{tier} against native and against its closest peer, **{peer}** (same isolation class):\n"
+        );
+        let _ = writeln!(
+            md,
+            "| metric | {tier} | × native | {peer} | {tier} ÷ {peer} |\n|---|--:|--:|--:|--:|"
+        );
+        let mut row =
+            |label: &str, map: Option<&BTreeMap<String, Summary>>, f: fn(f64) -> String| {
+                let (a, n, b) = (p50(map, tier), p50(map, "native"), p50(map, &peer));
+                if let Some(a) = a {
+                    let _ = writeln!(
+                        md,
+                        "| {label} | {} | {} | {} | {} |",
+                        f(a),
+                        ratio(Some(a), n),
+                        b.map(f).unwrap_or_else(|| "–".into()),
+                        ratio(Some(a), b)
+                    );
+                }
+            };
+        let ms = |v: f64| format!("{} ms", fmt_num(v));
+        row("startup `/bin/true` (p50)", m.startup_ms.get("true"), ms);
+        row(
+            "startup `python3 -c pass` (p50)",
+            m.startup_ms.get("python"),
+            ms,
+        );
+        row("getppid", m.syscall_ns.get("getppid"), fmt_ns);
+        row(
+            "open+read+close 64 B",
+            m.syscall_ns.get("open_read_close"),
+            fmt_ns,
+        );
+        let mib = |v: f64| format!("{} MiB/s", fmt_num(v));
+        row("write 256 MiB to /tmp", m.io_mib_s.get("write"), mib);
+        row("read 256 MiB from /tmp", m.io_mib_s.get("read"), mib);
+        let mem: BTreeMap<String, Summary> = m
+            .host_mem_mib
+            .iter()
+            .map(|(k, v)| (k.clone(), v.machinery.clone()))
+            .collect();
+        let (a, b) = (p50(Some(&mem), tier), p50(Some(&mem), &peer));
+        if let Some(a) = a {
+            let _ = writeln!(
+                md,
+                "| host PSS per sandbox | {} MiB | – | {} | {} |",
+                fmt_num(a),
+                b.map(|b| format!("{} MiB", fmt_num(b)))
+                    .unwrap_or_else(|| "–".into()),
+                ratio(Some(a), b)
+            );
+        }
+        let best = |n: &str| m.cpu_ratio.get(n).map(|c| c.cpu_ms.min);
+        if let Some(a) = best(tier) {
+            let _ = writeln!(
+                md,
+                "| CPU loop, best run | {} ms | {} | {} | {} |",
+                fmt_num(a),
+                ratio(Some(a), best("native")),
+                best(&peer)
+                    .map(|b| format!("{} ms", fmt_num(b)))
+                    .unwrap_or_else(|| "–".into()),
+                ratio(Some(a), best(&peer))
+            );
+        }
+        md.push('\n');
+    }
+}
+
+fn density_table(md: &mut String, r: &Results) {
+    let d = &r.metrics.density;
+    if d.is_empty() {
+        md.push_str("Not run (`--density 0`).\n\n");
+        return;
+    }
+    let tiers = r.tiers();
+    md.push_str("| runtime | sandboxes | ready p50, first tenth | ready p50, last tenth | growth | PSS per sandbox at the end | stopped because | teardown |\n|---|--:|--:|--:|--:|--:|---|--:|\n");
+    for name in r.names() {
+        let Some(x) = d.get(name) else { continue };
+        let (first, last) = (x.checkpoints.first(), x.checkpoints.last());
+        let (f, l) = (first.map(|c| c.ready_ms_p50), last.map(|c| c.ready_ms_p50));
+        let _ = writeln!(
+            md,
+            "| {name} | {}/{} | {} | {} | {} | {} | {} | {:.1} s |",
+            x.reached,
+            x.bound,
+            f.map(|v| format!("{} ms", fmt_num(v)))
+                .unwrap_or_else(|| "–".into()),
+            l.map(|v| format!("{} ms", fmt_num(v)))
+                .unwrap_or_else(|| "–".into()),
+            ratio(l, f),
+            last.map(|c| format!("{} MiB", fmt_num(c.pss_mib_per_sandbox)))
+                .unwrap_or_else(|| "–".into()),
+            x.stop_reason.as_deref().unwrap_or("bound reached"),
+            x.teardown_s
+        );
+    }
+    md.push('\n');
+    for t in tiers {
+        let Some(x) = d.get(t) else { continue };
+        let end = x.checkpoints.last();
+        let others: Vec<String> = d
+            .iter()
+            .filter(|(k, _)| k.as_str() != t && k.as_str() != "native" && k.as_str() != "chroot")
+            .filter_map(|(k, v)| {
+                let (a, b) = (
+                    end?.pss_mib_per_sandbox,
+                    v.checkpoints.last()?.pss_mib_per_sandbox,
+                );
+                Some(format!("{k} {}", ratio(Some(a), Some(b))))
+            })
+            .collect();
+        if !others.is_empty() {
+            let _ = writeln!(
+                md,
+                "{t}'s PSS per sandbox at its last checkpoint relative to each peer's: {}.\n",
+                others.join(", ")
+            );
+        }
+    }
+}
+
+fn reference_table(md: &mut String, r: &Results) {
+    md.push_str("| figure | runtime | this run (p50) | FIELD-NOTES | this run ÷ notes |\n|---|---|--:|--:|--:|\n");
+    let m = &r.metrics;
+    for &(metric, rt, reference) in REFERENCE {
+        let here = match metric {
+            "startup_ms true" => p50(m.startup_ms.get("true"), rt),
+            "startup_ms python" => p50(m.startup_ms.get("python"), rt),
+            "host_mem_mib" => m.host_mem_mib.get(rt).map(|x| x.machinery.p50),
+            "syscall_ns getppid" => p50(m.syscall_ns.get("getppid"), rt),
+            "syscall_ns open_read_close" => p50(m.syscall_ns.get("open_read_close"), rt),
+            _ => None,
+        };
+        let Some(here) = here else { continue };
+        let _ = writeln!(
+            md,
+            "| {metric} | {rt} | {} | {} | {} |",
+            fmt_num(here),
+            fmt_num(reference),
+            fmt_ratio(here / reference)
+        );
+    }
+    md.push('\n');
+}
+
+/// BENCHMARKS.md.
+pub(crate) fn markdown(r: &Results, charts: &[PathBuf]) -> String {
+    let mut md = String::new();
+    let mc = &r.machine;
+    let _ = writeln!(md, "# cordon benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Produced by `{}` ({} mode, {:.1} min) on {}.\n",
+        r.command,
+        r.mode,
+        r.duration_s / 60.0,
+        mc.date_utc.replace('T', " ").replace('Z', " UTC")
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {}, {} cores, {:.1} GiB RAM, Linux {}, {}{}; load average {} at the start, {} at the end; \
+         other processes used {} of the CPU time during the run. \
+         Raw samples and versions: `bench-results.json` next to this file.\n",
+        mc.cpu_model,
+        mc.cores,
+        mc.memory_mib as f64 / 1024.0,
+        mc.kernel,
+        mc.os,
+        if mc.virtualized { " (virtual machine)" } else { "" },
+        mc.loadavg_start,
+        mc.loadavg_end,
+        mc.other_cpu_percent
+            .map(|p| format!("{p:.0}%"))
+            .unwrap_or_else(|| "an unknown share".into())
+    );
+    md.push_str("Absolute numbers depend on the machine; read the ratios. Every figure comes from the same run, with the runtimes interleaved.\n\n");
+    if let Some(p) = mc.other_cpu_percent.filter(|p| *p > NOISY_PERCENT) {
+        let _ = writeln!(
+            md,
+            "**Warning: other processes used {p:.0}% of the CPU time during this run; absolute figures are inflated and noisy. Rerun on a quiet machine for reference numbers.**\n"
+        );
+    }
+    md.push_str("## Headline\n\n");
+    headline(&mut md, r);
+
+    md.push_str(
+        "## Runtimes\n\n| runtime | status | version | isolation / reason |\n|---|---|---|---|\n",
+    );
+    for rt in &r.runtimes {
+        let detail = match (&rt.reason, &rt.isolation) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(iso)) => iso.clone(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            rt.name,
+            rt.status,
+            rt.version.as_deref().unwrap_or("–"),
+            detail.replace('|', "/")
+        );
+    }
+    md.push('\n');
+    let has = |name: &str| {
+        charts
+            .iter()
+            .any(|p| p.file_name().is_some_and(|f| f == name))
+    };
+    let chart = |md: &mut String, name: &str, alt: &str| {
+        if has(name) {
+            let _ = writeln!(md, "![{alt}](bench/{name})\n");
+        }
+    };
+
+    md.push_str("## Startup (`startup_ms`)\n\nFull lifecycle of one sandbox running the command, milliseconds.\n\n");
+    chart(&mut md, "startup.svg", "startup by runtime");
+    md.push_str("### `/bin/true`\n\n");
+    summary_table(&mut md, r, r.metrics.startup_ms.get("true"), "ms", fmt_num);
+    md.push_str("### `python3 -c pass`\n\n");
+    summary_table(
+        &mut md,
+        r,
+        r.metrics.startup_ms.get("python"),
+        "ms",
+        fmt_num,
+    );
+
+    md.push_str("## Host memory per sandbox (`host_mem_mib`)\n\nPSS of the runtime's own processes while the workload idles, MiB.\n\n");
+    chart(&mut md, "memory.svg", "memory per sandbox");
+    let tiers = r.tiers();
+    md.push_str("| runtime | PSS p50 MiB | min | max | processes counted | workload PSS MiB |");
+    for t in &tiers {
+        let _ = write!(md, " {t} ÷ runtime |");
+    }
+    md.push_str("\n|---|--:|--:|--:|---|--:|");
+    for _ in &tiers {
+        md.push_str("--:|");
+    }
+    md.push('\n');
+    for name in r.names() {
+        let Some(x) = r.metrics.host_mem_mib.get(name) else {
+            continue;
+        };
+        let s = &x.machinery;
+        let mut procs: Vec<String> = Vec::new();
+        for name in &x.processes {
+            let count = x.processes.iter().filter(|p| *p == name).count();
+            let label = if count > 1 {
+                format!("{name} ×{count}")
+            } else {
+                name.clone()
+            };
+            if !procs.contains(&label) {
+                procs.push(label);
+            }
+        }
+        let _ = write!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} |",
+            fmt_num(s.p50),
+            fmt_num(s.min),
+            fmt_num(s.max),
+            if procs.is_empty() {
+                "none (exec)".to_string()
+            } else {
+                procs.join(", ")
+            },
+            if x.payload_included {
+                "included".to_string()
+            } else {
+                x.payload_mib
+                    .as_ref()
+                    .map(|p| fmt_num(p.p50))
+                    .unwrap_or_else(|| "–".into())
+            }
+        );
+        for t in &tiers {
+            let a = r.metrics.host_mem_mib.get(*t).map(|m| m.machinery.p50);
+            let _ = write!(
+                md,
+                " {} |",
+                if s.p50 > 0.0 {
+                    ratio(a, Some(s.p50))
+                } else {
+                    "–".into()
+                }
+            );
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+
+    md.push_str("## Syscall overhead (`syscall_ns`)\n\nMeasured by `cordon-syscall-bench` inside each sandbox, nanoseconds per call.\n\n");
+    chart(&mut md, "syscall.svg", "syscall overhead");
+    md.push_str("### getppid\n\n");
+    summary_table(
+        &mut md,
+        r,
+        r.metrics.syscall_ns.get("getppid"),
+        "ns",
+        fmt_num,
+    );
+    md.push_str("### open+read+close of a 64-byte file in /tmp\n\n");
+    summary_table(
+        &mut md,
+        r,
+        r.metrics.syscall_ns.get("open_read_close"),
+        "ns",
+        fmt_num,
+    );
+
+    md.push_str("## CPU (`cpu_ratio`)\n\nA fixed integer loop; time relative to native (1.00 = no overhead). The ratio compares best runs, the ones least disturbed by other load; the p50 ratio is shown too.\n\n| runtime | loop ms, best | p50 | max | ratio vs native (best) | ratio (p50) |\n|---|--:|--:|--:|--:|--:|\n");
+    for name in r.names() {
+        let Some(c) = r.metrics.cpu_ratio.get(name) else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} |",
+            fmt_num(c.cpu_ms.min),
+            fmt_num(c.cpu_ms.p50),
+            fmt_num(c.cpu_ms.max),
+            c.ratio.map(fmt_ratio).unwrap_or_else(|| "–".into()),
+            c.ratio_p50.map(fmt_ratio).unwrap_or_else(|| "–".into())
+        );
+    }
+    md.push('\n');
+
+    md.push_str("## I/O (`io_mib_s`)\n\n256 MiB written then read back in the sandbox's /tmp, MiB/s (higher is better).\n\n### write\n\n");
+    summary_table(
+        &mut md,
+        r,
+        r.metrics.io_mib_s.get("write"),
+        "MiB/s",
+        fmt_num,
+    );
+    md.push_str("### read\n\n");
+    summary_table(&mut md, r, r.metrics.io_mib_s.get("read"), "MiB/s", fmt_num);
+
+    md.push_str("## Density\n\nIdle sandboxes started one after another, each kept running; time from spawn to ready for each, PSS per sandbox at the end.\n\n");
+    chart(&mut md, "density.svg", "latency vs density");
+    density_table(&mut md, r);
+
+    md.push_str("## Cross-check with earlier measurements\n\nFIELD-NOTES.md (2026-11-23, hyperfine -N, 30 runs × 7 passes; python there ran in a debootstrap rootfs).\n\n");
+    reference_table(&mut md, r);
+
+    md.push_str("## Method\n\n");
+    for line in &r.method {
+        let _ = writeln!(md, "- {line}");
+    }
+    let _ = writeln!(
+        md,
+        "- Samples: {} warm-up + {} measured lifecycles per runtime and workload; syscalls {} runs; CPU {} runs; I/O {} runs; memory {} sandboxes; density up to {}.",
+        r.params.warmup,
+        r.params.runs,
+        r.params.syscall_reps,
+        r.params.cpu_reps,
+        r.params.io_reps,
+        r.params.mem_reps,
+        r.params.density_bound
+    );
+    let failed: Vec<&RuntimeInfo> = r.runtimes.iter().filter(|x| !x.errors.is_empty()).collect();
+    if !failed.is_empty() {
+        md.push_str("\n## Errors during the run\n\n");
+        for x in failed {
+            for e in &x.errors {
+                let _ = writeln!(md, "- {}: {}", x.name, e.replace('|', "/"));
+            }
+        }
+    }
+    md
+}
+
+/// The summary printed at the end of a run.
+pub(crate) fn terminal_table(r: &Results) -> String {
+    let m = &r.metrics;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<17} {:>9} {:>9} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>9}",
+        "runtime",
+        "true ms",
+        "py ms",
+        "PSS MiB",
+        "getppid",
+        "o+r+c",
+        "cpu×",
+        "wr MiB/s",
+        "rd MiB/s",
+        "density"
+    );
+    let cell = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "–".into());
+    for rt in &r.runtimes {
+        if rt.status == "skipped" {
+            let _ = writeln!(
+                out,
+                "{:<17} skipped: {}",
+                rt.name,
+                rt.reason.as_deref().unwrap_or("")
+            );
+            continue;
+        }
+        let n = rt.name.as_str();
+        let density = m
+            .density
+            .get(n)
+            .map(|d| format!("{}/{}", d.reached, d.bound))
+            .unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            out,
+            "{:<17} {:>9} {:>9} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>9}{}",
+            n,
+            cell(p50(m.startup_ms.get("true"), n)),
+            cell(p50(m.startup_ms.get("python"), n)),
+            cell(m.host_mem_mib.get(n).map(|x| x.machinery.p50)),
+            p50(m.syscall_ns.get("getppid"), n)
+                .map(fmt_ns)
+                .unwrap_or_else(|| "–".into()),
+            p50(m.syscall_ns.get("open_read_close"), n)
+                .map(fmt_ns)
+                .unwrap_or_else(|| "–".into()),
+            cell(m.cpu_ratio.get(n).and_then(|c| c.ratio)),
+            cell(p50(m.io_mib_s.get("write"), n)),
+            cell(p50(m.io_mib_s.get("read"), n)),
+            density,
+            if rt.status == "failed" {
+                "  (failed)"
+            } else {
+                ""
+            }
+        );
+    }
+    out
+}
+
+/// Writes bench-results.json, the charts and BENCHMARKS.md under `out`; returns the paths.
+pub(crate) fn write_all(r: &Results, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let chart_dir = out.join("bench");
+    fs::create_dir_all(&chart_dir).map_err(|source| ReportError::Io {
+        op: "creating",
+        path: chart_dir.clone(),
+        source,
+    })?;
+    let json_path = out.join("bench-results.json");
+    let json = serde_json::to_string_pretty(r).map_err(|e| ReportError::Io {
+        op: "serializing",
+        path: json_path.clone(),
+        source: e.into(),
+    })?;
+    fs::write(&json_path, json + "\n").map_err(|source| ReportError::Io {
+        op: "writing",
+        path: json_path.clone(),
+        source,
+    })?;
+    let charts = charts::render_all(r, &chart_dir)?;
+    let md_path = out.join("BENCHMARKS.md");
+    fs::write(&md_path, markdown(r, &charts)).map_err(|source| ReportError::Io {
+        op: "writing",
+        path: md_path.clone(),
+        source,
+    })?;
+    let mut paths = vec![json_path, md_path];
+    paths.extend(charts);
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn closest_peer_prefers_same_class() {
+        let mut have: BTreeMap<String, u8> = BTreeMap::new();
+        have.insert("runc".into(), 1);
+        have.insert("bwrap".into(), 1);
+        assert_eq!(closest_peer("cordon-container", &have), Some("runc"));
+        have.insert("crun".into(), 1);
+        assert_eq!(closest_peer("cordon-container", &have), Some("crun"));
+        assert_eq!(
+            closest_peer("cordon-container", &BTreeMap::<String, u8>::new()),
+            None
+        );
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(fmt_num(0.554), "0.55");
+        assert_eq!(fmt_num(14.84), "14.8");
+        assert_eq!(fmt_num(151.2), "151");
+        assert_eq!(fmt_ratio(27.0), "27.0×");
+        assert_eq!(fmt_ns(220.4), "220 ns");
+        assert_eq!(fmt_ns(23_400.0), "23.4 µs");
+    }
+}
