@@ -54,6 +54,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Remove what sandboxes of killed cordon processes left behind (cgroups, processes)
     Gc,
+    /// Measure cordon's tiers and peer runtimes side by side and write a report
+    Bench(Box<cordon_bench::BenchArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +200,7 @@ fn main() -> ExitCode {
             report(&e);
             exit_code::RUNTIME_FAILED
         }),
+        Command::Bench(args) => cordon_bench::run(*args),
         Command::Gc => match tier.collect_garbage() {
             Ok(r) => {
                 for d in &r.removed {
