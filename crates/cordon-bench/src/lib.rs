@@ -20,6 +20,7 @@
 
 mod charts;
 mod fixture;
+mod markdown;
 mod measure;
 mod oci;
 mod phases;
