@@ -1,0 +1,210 @@
+//! End-to-end: `cordon bench --quick` against a few cheap peers writes a complete report and
+//! leaves nothing behind. Checks the report's shape (metric names, statuses, files), not the
+//! numbers.
+//!
+//! Needs root (cordon's container tier, mounts); without it the test prints why it is skipped.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BENCH_BIN: &str = env!("CARGO_BIN_EXE_cordon-syscall-bench");
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The `cordon` binary of this build (same target directory and profile as this test),
+/// built first: `cargo test -p cordon-bench` alone does not build cordon-cli's binary.
+fn cordon_binary() -> PathBuf {
+    let dir = Path::new(BENCH_BIN).parent().expect("binary directory");
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let profile = if profile == "debug" { "dev" } else { profile };
+    // The workspace root, taken lexically (crates/cordon-bench/../..).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("workspace root");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "cordon-cli", "--profile", profile])
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .status()
+        .expect("running cargo build -p cordon-cli");
+    assert!(status.success(), "cargo build -p cordon-cli failed");
+    let cordon = dir.join("cordon");
+    assert!(cordon.is_file(), "{} was not built", cordon.display());
+    cordon
+}
+
+/// Entries of the temporary directory left by bench runs.
+fn fixtures() -> BTreeSet<String> {
+    fs::read_dir(std::env::temp_dir())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("cordon-bench."))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn payload_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(comm) = fs::read_to_string(e.path().join("comm")) {
+            if comm.starts_with("cordon-syscall") {
+                found.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn quick_bench_writes_a_complete_report_and_cleans_up() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED: {} needs root (cordon's container tier, mounts)",
+            module_path!()
+        );
+        return;
+    }
+    let cordon = cordon_binary();
+    let before = fixtures();
+    let out = std::env::temp_dir().join(format!("cordon-bench-test-out.{}", std::process::id()));
+    let _ = fs::remove_dir_all(&out);
+    let result = Command::new(&cordon)
+        .args(["bench", "--quick", "--tiers", "container"])
+        .args([
+            "--peers",
+            "native,bwrap,crun,qemu",
+            "--runs",
+            "2",
+            "--density",
+            "3",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--bench-bin")
+        .arg(BENCH_BIN)
+        .output()
+        .expect("running cordon bench");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "cordon bench failed:\n{stderr}"
+    );
+
+    let json = fs::read_to_string(out.join("bench-results.json")).expect("bench-results.json");
+    let r: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    for key in ["cpu_model", "cores", "memory_mib", "kernel", "date_utc"] {
+        assert!(!r["machine"][key].is_null(), "machine.{key} missing");
+    }
+    let m = &r["metrics"];
+    for (metric, sub) in [
+        ("startup_ms", Some("true")),
+        ("startup_ms", Some("python")),
+        ("syscall_ns", Some("getppid")),
+        ("syscall_ns", Some("open_read_close")),
+        ("io_mib_s", Some("write")),
+        ("io_mib_s", Some("read")),
+        ("host_mem_mib", None),
+        ("cpu_ratio", None),
+        ("density", None),
+    ] {
+        let by_runtime = match sub {
+            Some(s) => &m[metric][s],
+            None => &m[metric],
+        };
+        for rt in ["cordon-container", "native"] {
+            assert!(
+                by_runtime[rt].is_object(),
+                "{metric}{} has no entry for {rt}",
+                sub.map(|s| format!(".{s}")).unwrap_or_default()
+            );
+        }
+    }
+    let p50 = &m["startup_ms"]["true"]["cordon-container"]["p50"];
+    assert!(p50.as_f64().is_some_and(|v| v > 0.0), "startup p50 {p50}");
+    assert_eq!(
+        m["startup_ms"]["true"]["native"]["samples"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    let runtimes = r["runtimes"].as_array().expect("runtimes");
+    let status = |name: &str| {
+        runtimes.iter().find(|x| x["name"] == name).map(|x| {
+            (
+                x["status"].as_str().unwrap_or("").to_string(),
+                x["reason"].clone(),
+            )
+        })
+    };
+    assert_eq!(
+        status("cordon-container").map(|s| s.0),
+        Some("measured".into())
+    );
+    assert_eq!(status("native").map(|s| s.0), Some("measured".into()));
+    let (qemu, reason) = status("qemu").expect("qemu listed");
+    assert_eq!(qemu, "skipped");
+    assert!(
+        reason.as_str().is_some_and(|r| !r.is_empty()),
+        "skip without a reason"
+    );
+    assert!(
+        status("bwrap").is_some(),
+        "bwrap neither measured nor skipped"
+    );
+
+    let md = fs::read_to_string(out.join("BENCHMARKS.md")).expect("BENCHMARKS.md");
+    assert!(
+        md.contains("cordon bench --quick"),
+        "command missing from the report"
+    );
+    assert!(md.contains("× native"), "ratios missing from the report");
+    for svg in ["startup.svg", "syscall.svg", "memory.svg", "density.svg"] {
+        let text = fs::read_to_string(out.join("bench").join(svg)).expect(svg);
+        assert!(text.starts_with("<svg"), "{svg} is not an SVG");
+    }
+    let _ = fs::remove_dir_all(&out);
+
+    // Nothing left: no fixture directory, no mount, no workload process.
+    let new: Vec<String> = fixtures().difference(&before).cloned().collect();
+    assert!(new.is_empty(), "left behind: {new:?}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        !mounts.lines().any(|l| l.contains("/cordon-bench.")),
+        "a mount was left behind"
+    );
+    assert!(
+        payload_processes().is_empty(),
+        "workload processes left behind"
+    );
+}
+
+#[test]
+fn unknown_peer_is_a_usage_error() {
+    let cordon = cordon_binary();
+    let result = Command::new(cordon)
+        .args(["bench", "--peers", "native,nosuchpeer"])
+        .output()
+        .expect("running cordon bench");
+    assert_eq!(result.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("unknown peer 'nosuchpeer'"),
+        "stderr: {stderr}"
+    );
+}
