@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # Runtime + test needs: python3 (the README's example workload), busybox-static (small static
-# rootfs for tests), and the peers that `cordon bench` measures against.
-PKGS=(python3 busybox-static runc crun bubblewrap hyperfine iproute2 procps)
+# rootfs for tests), and the peers that `cordon bench` measures against (runsc is gVisor;
+# cordon bench runs it with --platform=ptrace, as its kvm platform hangs on kvm_pvm hosts).
+PKGS=(python3 busybox-static runc crun bubblewrap hyperfine iproute2 procps runsc)
 
 missing=()
 for p in "${PKGS[@]}"; do
