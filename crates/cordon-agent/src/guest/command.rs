@@ -1,0 +1,341 @@
+//! Runs the one command of a sandbox: per-sandbox setup (clock, entropy, hostname, limits),
+//! fork and exec with the requested identity, then the stdio pump until it ends.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::{send, sys};
+use crate::protocol::{
+    ExitReport, FrameBuffer, GuestMsg, HostMsg, RunRequest, CHUNK, HEARTBEAT_MS,
+};
+
+const CGROUP: &str = "/sys/fs/cgroup";
+
+/// Runs `req` to its end and says how it ended.
+pub fn run(port: &mut File, req: &RunRequest) -> ExitReport {
+    match start(req) {
+        Ok(started) => pump(port, started),
+        Err(report) => report,
+    }
+}
+
+struct Started {
+    pid: libc::pid_t,
+    sigchld: OwnedFd,
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    oom_before: u64,
+}
+
+fn setup_failed(what: &str, e: impl std::fmt::Display) -> ExitReport {
+    ExitReport::SetupFailed(format!("{what}: {e}"))
+}
+
+/// Per-sandbox state of a guest that may have been cloned from a snapshot.
+fn prepare_guest(req: &RunRequest) -> Result<(), ExitReport> {
+    sys::set_realtime(req.realtime_secs, req.realtime_nanos)
+        .map_err(|e| setup_failed("setting the clock", e))?;
+    if !req.seed.is_empty() {
+        sys::add_entropy(&req.seed).map_err(|e| setup_failed("seeding the entropy pool", e))?;
+    }
+    sys::sethostname(&req.hostname).map_err(|e| setup_failed("setting the hostname", e))?;
+    if req.tmp_bytes > 0 {
+        sys::mount(
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
+            &format!("size={},mode=1777", req.tmp_bytes),
+        )
+        .map_err(|e| setup_failed("sizing /tmp", e))?;
+    }
+    if req.loopback {
+        sys::loopback_up().map_err(|e| setup_failed("bringing lo up", e))?;
+    }
+    Ok(())
+}
+
+/// Creates the cgroup the command will run in, with the pids controller enabled, and moves the
+/// agent into it, so that the command is born there. Done at boot, so it is part of the
+/// snapshot: moving a process between cgroups waits for an RCU grace period, which costs
+/// 100+ ms in an emulated guest.
+pub fn prepare_cgroup() -> io::Result<()> {
+    sys::mount(
+        "cgroup2",
+        CGROUP,
+        "cgroup2",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    )?;
+    fs::write(format!("{CGROUP}/cgroup.subtree_control"), "+pids")?;
+    fs::create_dir(format!("{CGROUP}/{COMMAND_CGROUP}"))?;
+    fs::write(format!("{CGROUP}/{COMMAND_CGROUP}/cgroup.procs"), "0")
+}
+
+const COMMAND_CGROUP: &str = "command";
+
+/// Tasks of the agent in the command's cgroup: its main thread and the stdin writer.
+const AGENT_TASKS: u64 = 2;
+
+/// Sets the command's pids limit (the agent's own tasks are in the cgroup too).
+fn limit_pids(max: u64) -> Result<(), ExitReport> {
+    if max == 0 {
+        return Ok(());
+    }
+    let path = format!("{CGROUP}/{COMMAND_CGROUP}/pids.max");
+    fs::write(path, (max + AGENT_TASKS).to_string())
+        .map_err(|e| setup_failed("limiting the command's processes", e))
+}
+
+fn oom_kills() -> u64 {
+    fs::read_to_string("/proc/vmstat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn start(req: &RunRequest) -> Result<Started, ExitReport> {
+    prepare_guest(req)?;
+    limit_pids(req.pids_max)?;
+    let bad = |what: &str| ExitReport::SetupFailed(format!("{what} contains a NUL byte"));
+    let argv: Vec<CString> = req
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("the command"))?;
+    let env: Vec<CString> = req
+        .env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("the environment"))?;
+    let Some(arg0) = req.argv.first() else {
+        return Err(ExitReport::SetupFailed("no command".into()));
+    };
+    let candidates: Vec<CString> = if arg0.contains('/') {
+        vec![CString::new(arg0.as_str()).map_err(|_| bad("the command"))?]
+    } else {
+        let path = req
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or("/usr/local/bin:/usr/bin:/bin", |(_, v)| v.as_str());
+        path.split(':')
+            .map(|d| if d.is_empty() { "." } else { d })
+            .filter_map(|d| CString::new(format!("{d}/{arg0}")).ok())
+            .collect()
+    };
+    // A missing working directory is created when it can be (the root disk is read-only, so
+    // only below /tmp in practice); chdir in the child reports the rest.
+    let _ = fs::create_dir_all(&req.workdir);
+    let workdir = CString::new(req.workdir.as_str()).map_err(|_| bad("the working directory"))?;
+
+    let pipes =
+        || -> io::Result<_> { Ok((sys::pipe()?, sys::pipe()?, sys::pipe()?, sys::pipe()?)) };
+    let ((in_r, in_w), (out_r, out_w), (err_r, err_w), (rep_r, rep_w)) =
+        pipes().map_err(|e| setup_failed("creating pipes", e))?;
+    let mut plan = sys::ChildPlan::new(argv, env, workdir);
+    plan.stdin = in_r.as_raw_fd();
+    plan.stdout = out_w.as_raw_fd();
+    plan.stderr = err_w.as_raw_fd();
+    plan.report = rep_w.as_raw_fd();
+    plan.uid = req.uid;
+    plan.gid = req.gid;
+    plan.capabilities = req.capabilities;
+    plan.candidates = candidates;
+    plan.seal();
+    let oom_before = oom_kills();
+    let sigchld = sys::sigchld_fd().map_err(|e| setup_failed("watching SIGCHLD", e))?;
+
+    let pid = sys::fork().map_err(|e| setup_failed("forking", e))?;
+    if pid == 0 {
+        sys::child_exec(&plan);
+    }
+    drop((in_r, out_w, err_w, rep_w));
+    // The report pipe: empty at EOF when exec succeeded, else errno + stage.
+    let mut msg = [0u8; 5];
+    let mut got = 0;
+    while got < msg.len() {
+        match sys::read(rep_r.as_raw_fd(), &mut msg[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if got == msg.len() {
+        let _ = sys::waitpid_blocking(pid);
+        let errno = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+        let err = io::Error::from_raw_os_error(errno);
+        return Err(match msg[4] {
+            sys::stage::EXEC if errno == libc::ENOENT || errno == libc::ENOTDIR => {
+                ExitReport::NotFound(arg0.clone())
+            }
+            sys::stage::EXEC => ExitReport::NotExecutable(format!("{arg0}: {err}")),
+            sys::stage::WORKDIR => setup_failed(&format!("working directory {}", req.workdir), err),
+            sys::stage::CREDENTIALS => setup_failed("setting uid, gid and capabilities", err),
+            _ => setup_failed("preparing the command", err),
+        });
+    }
+    Ok(Started {
+        pid,
+        sigchld,
+        stdin: Some(in_w),
+        stdout: out_r,
+        stderr: err_r,
+        oom_before,
+    })
+}
+
+/// Feeds the command's stdin from a thread, so a command that does not read its input cannot
+/// stall the pump (and with it stdout, signals and the exit report).
+fn stdin_writer(fd: OwnedFd) -> mpsc::Sender<Option<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel::<Option<Vec<u8>>>();
+    std::thread::spawn(move || {
+        let mut f = File::from(fd);
+        while let Ok(Some(chunk)) = rx.recv() {
+            if f.write_all(&chunk).is_err() {
+                // The command closed its stdin: drop the rest.
+                while let Ok(Some(_)) = rx.recv() {}
+                break;
+            }
+        }
+    });
+    tx
+}
+
+fn decode_status(status: libc::c_int, oom: bool) -> ExitReport {
+    if libc::WIFEXITED(status) {
+        ExitReport::Exited(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        ExitReport::Signaled {
+            signal: libc::WTERMSIG(status),
+            oom,
+        }
+    } else {
+        ExitReport::Exited(255)
+    }
+}
+
+fn pump(port: &mut File, started: Started) -> ExitReport {
+    let Started {
+        pid,
+        sigchld,
+        stdin,
+        stdout,
+        stderr,
+        oom_before,
+    } = started;
+    let mut stdin_tx = stdin.map(stdin_writer);
+    let mut frames = FrameBuffer::default();
+    let mut outputs: Vec<(OwnedFd, bool)> = vec![(stdout, true), (stderr, false)];
+    let mut status: Option<libc::c_int> = None;
+    let mut buf = vec![0u8; CHUNK];
+    let mut last_sent = Instant::now();
+    let port_fd = port.as_raw_fd();
+
+    let forward =
+        |port: &mut File, fd: &OwnedFd, is_out: bool, buf: &mut [u8]| -> io::Result<bool> {
+            let n = sys::read(fd.as_raw_fd(), buf)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            let data = buf[..n].to_vec();
+            let msg = if is_out {
+                GuestMsg::Stdout(data)
+            } else {
+                GuestMsg::Stderr(data)
+            };
+            send(port, &msg)?;
+            Ok(true)
+        };
+
+    while status.is_none() {
+        let mut fds = vec![(port_fd, libc::POLLIN), (sigchld.as_raw_fd(), libc::POLLIN)];
+        fds.extend(outputs.iter().map(|(fd, _)| (fd.as_raw_fd(), libc::POLLIN)));
+        let timeout = i32::try_from(HEARTBEAT_MS).unwrap_or(1000);
+        let revents = match sys::poll(&fds, timeout) {
+            Ok(r) => r,
+            Err(e) => return setup_failed("polling", e),
+        };
+        if revents[0] != 0 {
+            match sys::read(port_fd, &mut buf) {
+                Ok(n) => frames.push(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return setup_failed("reading from the host", e),
+            }
+            loop {
+                match frames.next_host() {
+                    Ok(Some(HostMsg::Stdin(data))) => {
+                        if let Some(tx) = &stdin_tx {
+                            let _ = tx.send(Some(data));
+                        }
+                    }
+                    Ok(Some(HostMsg::StdinEof)) => {
+                        if let Some(tx) = stdin_tx.take() {
+                            let _ = tx.send(None);
+                        }
+                    }
+                    Ok(Some(HostMsg::Signal(sig))) => {
+                        let _ = sys::kill(pid, sig);
+                    }
+                    Ok(Some(HostMsg::Run(_))) => {}
+                    Ok(None) => break,
+                    Err(e) => return setup_failed("decoding a host frame", e),
+                }
+            }
+        }
+        let mut closed = Vec::new();
+        for (i, (fd, is_out)) in outputs.iter().enumerate() {
+            if revents[i + 2] != 0 {
+                match forward(port, fd, *is_out, &mut buf) {
+                    Ok(true) => last_sent = Instant::now(),
+                    Ok(false) => closed.push(i),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => closed.push(i),
+                }
+            }
+        }
+        for i in closed.into_iter().rev() {
+            outputs.remove(i);
+        }
+        if revents[1] != 0 {
+            let mut info = [0u8; 128];
+            while let Ok(128) = sys::read(sigchld.as_raw_fd(), &mut info) {}
+        }
+        while let Some((reaped, st)) = sys::reap_any() {
+            if reaped == pid {
+                status = Some(st);
+            }
+        }
+        if last_sent.elapsed() >= Duration::from_millis(HEARTBEAT_MS) {
+            if send(port, &GuestMsg::Heartbeat).is_err() {
+                break;
+            }
+            last_sent = Instant::now();
+        }
+    }
+    // The command is gone: pass on what it wrote before it went (without waiting for
+    // descendants that may hold the pipes open), then end everything else in the guest.
+    for (fd, is_out) in &outputs {
+        if sys::set_nonblocking(fd.as_raw_fd()).is_ok() {
+            while let Ok(true) = forward(port, fd, *is_out, &mut buf) {}
+        }
+    }
+    let _ = sys::kill(-1, libc::SIGKILL);
+    let oom = oom_kills() > oom_before;
+    match status {
+        Some(st) => decode_status(st, oom),
+        None => ExitReport::SetupFailed("lost the host connection".into()),
+    }
+}
