@@ -1,0 +1,420 @@
+//! cordon's microVM tier: every sandbox is a virtual machine with its own Linux kernel.
+//!
+//! A sandbox's life (see docs/design.md, "microVM tier"):
+//! 1. assets: the guest kernel (Debian's cloud kernel, fetched by `cordon microvm setup`), an
+//!    initramfs holding the guest agent ([`cordon_agent`]) and the virtio modules, and a
+//!    read-only ext4 root image ([`rootfs`]);
+//! 2. a VMM ([`vmm::Vmm`], implemented by [`qemu::Qemu`]) starts the guest, on an accelerator
+//!    chosen by [`accel`]: restored from a snapshot of a guest whose agent is ready
+//!    ([`snapshot`]), or booted cold when snapshots are off or cannot be made;
+//! 3. the host sends the command; the agent runs it and streams its output, the host forwards
+//!    stdin and signals ([`session`]);
+//! 4. the agent reports the exit status; the VM is killed. Nothing stays behind: the VMM dies
+//!    with cordon, its channels are socketpairs, work files are `*.tmp-<pid>` (collected once
+//!    their process is gone).
+
+pub mod accel;
+pub mod assets;
+pub mod cpio;
+pub mod kernel;
+pub mod qemu;
+pub mod qmp;
+pub mod rootfs;
+pub mod session;
+pub mod snapshot;
+mod sys;
+pub mod vmm;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cordon_agent::protocol::{HostMsg, RunRequest};
+use cordon_sandbox::{
+    CreatedSandbox, ExitOutcome, Network, RootfsSource, RunningSandbox, SandboxError, SandboxSpec,
+    Tier, TierKind,
+};
+use thiserror::Error;
+
+use crate::assets::{AssetError, Cache};
+use crate::qemu::Qemu;
+use crate::session::{GuestError, Session};
+use crate::snapshot::{Snapshot, SnapshotError};
+use crate::vmm::{Accel, GuestMemory, VmConfig, Vmm, VmmError};
+
+/// Signals cordon forwards to the command while it runs.
+pub const FORWARDED_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+pub const DEFAULT_CACHE: &str = "/var/cache/cordon/microvm";
+pub const DEFAULT_SNAPSHOTS: &str = "/dev/shm/cordon-microvm";
+
+const MIB: u64 = 1 << 20;
+/// The smallest guest that boots comfortably.
+const MIN_MEMORY_MIB: u64 = 128;
+
+/// A failure of the microVM tier.
+#[derive(Debug, Error)]
+pub enum MicrovmError {
+    #[error(transparent)]
+    Assets(#[from] AssetError),
+    #[error(transparent)]
+    Vmm(#[from] VmmError),
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("{0} is not supported by the microvm tier yet")]
+    Unsupported(&'static str),
+}
+
+/// The microVM tier.
+#[derive(Debug, Clone)]
+pub struct MicrovmTier {
+    pub cache: Cache,
+    pub snapshot_root: PathBuf,
+    /// Print the guest console's last lines when a guest fails, and the accelerator notice.
+    pub debug: bool,
+    /// Start sandboxes from snapshots (default); `CORDON_MICROVM_SNAPSHOT=0` turns it off.
+    pub snapshots: bool,
+}
+
+impl Default for MicrovmTier {
+    fn default() -> Self {
+        MicrovmTier {
+            cache: Cache::new(PathBuf::from(DEFAULT_CACHE)),
+            snapshot_root: PathBuf::from(DEFAULT_SNAPSHOTS),
+            debug: false,
+            snapshots: std::env::var("CORDON_MICROVM_SNAPSHOT").map_or(true, |v| v != "0"),
+        }
+    }
+}
+
+fn tier_err(step: &str, e: MicrovmError) -> SandboxError {
+    SandboxError::Tier {
+        tier: TierKind::Microvm,
+        step: step.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// The guest's TSC frequency in kHz, for `tsc_early_khz=` (microvm has no timer to calibrate
+/// against, and guessing can hang the boot). Rounded to MHz so it stays stable across runs.
+fn tsc_khz() -> u64 {
+    if let Ok(s) = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/tsc_freq_khz") {
+        if let Ok(k) = s.trim().parse::<u64>() {
+            return k / 1000 * 1000;
+        }
+    }
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cpu MHz"))
+        .and_then(|r| {
+            r.trim_start_matches([' ', '\t', ':'])
+                .split('.')
+                .next()
+                .map(str::to_string)
+        })
+        .and_then(|mhz| mhz.trim().parse::<u64>().ok())
+        .map_or(2_000_000, |mhz| mhz * 1000)
+}
+
+fn capability_mask(spec: &SandboxSpec) -> u64 {
+    spec.cap_add
+        .iter()
+        .filter(|c| c.0 < 64)
+        .fold(0, |m, c| m | (1u64 << c.0))
+}
+
+fn random_seed() -> Vec<u8> {
+    let mut seed = vec![0u8; 64];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut seed);
+    }
+    seed
+}
+
+fn run_request(spec: &SandboxSpec) -> RunRequest {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    RunRequest {
+        argv: spec.argv.clone(),
+        env: spec.effective_env(),
+        workdir: spec.workdir.display().to_string(),
+        uid: spec.uid,
+        gid: spec.gid,
+        hostname: spec.hostname.clone(),
+        tmp_bytes: spec.limits.tmp_bytes,
+        loopback: spec.network == Network::Loopback,
+        pids_max: spec.limits.pids.unwrap_or(0),
+        capabilities: capability_mask(spec),
+        realtime_secs: now.as_secs(),
+        realtime_nanos: now.subsec_nanos(),
+        seed: random_seed(),
+    }
+}
+
+impl MicrovmTier {
+    fn say(&self, msg: &str) {
+        eprintln!("cordon: microvm: {msg}");
+    }
+
+    fn print_console(&self, lines: &[String]) {
+        if self.debug {
+            eprintln!("cordon: microvm: last guest console lines:");
+            for l in lines {
+                eprintln!("  | {l}");
+            }
+        }
+    }
+
+    /// Fetches the guest kernel and builds the default root image and the initramfs (each
+    /// only if missing), printing progress.
+    pub fn setup(&self) -> Result<(), SandboxError> {
+        let progress = |m: &str| eprintln!("cordon microvm setup: {m}");
+        let kernel = self
+            .cache
+            .ensure_kernel(&progress)
+            .map_err(|e| tier_err("setup", e.into()))?;
+        self.cache
+            .ensure_default_rootfs(&progress)
+            .map_err(|e| tier_err("setup", e.into()))?;
+        let initramfs = self
+            .cache
+            .initramfs(&kernel)
+            .map_err(|e| tier_err("setup", e.into()))?;
+        progress(&format!("initramfs {}", initramfs.display()));
+        let (accel, notice) = accel::choose(&self.cache.root.join("kvm-unusable"));
+        progress(&format!(
+            "accelerator: {accel}{}",
+            notice.map(|n| format!(" ({n})")).unwrap_or_default()
+        ));
+        Qemu::locate().map_err(|e| tier_err("setup", e.into()))?;
+        progress("ok");
+        Ok(())
+    }
+
+    /// Removes work files of cordon processes that are gone.
+    pub fn collect_garbage(&self) -> Vec<PathBuf> {
+        assets::collect_garbage(&[self.cache.root.clone(), self.snapshot_root.clone()])
+    }
+
+    /// Runs `spec` to its end (create, start, wait), with the container tier's exit semantics.
+    pub fn run(&self, spec: &SandboxSpec) -> Result<ExitOutcome, SandboxError> {
+        let deadline = spec.timeout.map(|t| Instant::now() + t);
+        self.create(spec)?.start()?.wait(deadline)
+    }
+
+    fn vm_config(&self, spec: &SandboxSpec, accel: Accel) -> Result<VmConfig, MicrovmError> {
+        let kernel = self.cache.kernel()?;
+        let initramfs = self.cache.initramfs(&kernel)?;
+        let rootfs = match &spec.rootfs {
+            RootfsSource::HostSystem => self.cache.default_rootfs()?,
+            RootfsSource::Dir(dir) => self.cache.dir_rootfs(dir)?,
+        };
+        let memory_mib = spec
+            .limits
+            .memory_bytes
+            .map_or(1024, |b| b / MIB)
+            .max(MIN_MEMORY_MIB);
+        let vcpus = spec
+            .limits
+            .cpu_millis
+            .map_or(1, |m| m.div_ceil(1000))
+            .clamp(1, 64);
+        let cmdline = format!(
+            "console=ttyS0 quiet reboot=k panic=-1 tsc_early_khz={} rdinit=/init",
+            tsc_khz()
+        );
+        Ok(VmConfig {
+            kernel: kernel.vmlinux,
+            initramfs,
+            cmdline,
+            rootfs,
+            memory_mib,
+            vcpus,
+            accel,
+            memory: GuestMemory::Anonymous,
+        })
+    }
+
+    fn boot_limit(accel: Accel) -> Duration {
+        match accel {
+            Accel::Kvm => Duration::from_secs(15),
+            Accel::Tcg => Duration::from_secs(90),
+        }
+    }
+
+    /// A guest whose agent waits for its command.
+    fn ready_guest(&self, spec: &SandboxSpec) -> Result<Session, MicrovmError> {
+        let qemu = Qemu::locate()?;
+        let verdict = self.cache.root.join("kvm-unusable");
+        let (accel, notice) = accel::choose(&verdict);
+        if self.debug {
+            if let Some(n) = &notice {
+                self.say(n);
+            }
+        }
+        let config = self.vm_config(spec, accel)?;
+        let result = self.ready_guest_with(&qemu, &config, notice.as_deref());
+        match (result, accel) {
+            (Err(e), Accel::Kvm) => {
+                // KVM that cannot boot a real guest: remember, and fall back to TCG.
+                self.say(&format!(
+                    "KVM could not boot the guest ({e}): using TCG emulation from now on"
+                ));
+                let _ = std::fs::write(&verdict, e.to_string());
+                let config = self.vm_config(spec, Accel::Tcg)?;
+                self.ready_guest_with(&qemu, &config, None)
+            }
+            (r, _) => r,
+        }
+    }
+
+    fn ready_guest_with(
+        &self,
+        vmm: &dyn Vmm,
+        config: &VmConfig,
+        notice: Option<&str>,
+    ) -> Result<Session, MicrovmError> {
+        let limit = Self::boot_limit(config.accel);
+        if self.snapshots {
+            let snap = Snapshot::for_config(&self.snapshot_root, vmm, config);
+            if !snap.exists() {
+                self.collect_garbage();
+                if let (Some(n), false) = (notice, self.debug) {
+                    self.say(n);
+                }
+                if let Err(e) = snap.build(vmm, config, limit) {
+                    if let SnapshotError::Boot(_, lines) = &e {
+                        self.print_console(lines);
+                    }
+                    return Err(e.into());
+                }
+            }
+            let mut cfg = config.clone();
+            cfg.memory = snap.memory();
+            match vmm.launch(&cfg) {
+                Ok(vm) => return Ok(Session::new(vm)),
+                Err(e) => {
+                    // A snapshot that does not load is dropped; the next run rebuilds it.
+                    self.say(&format!(
+                        "snapshot {} did not load ({e}); booting cold",
+                        snap.dir.display()
+                    ));
+                    let _ = std::fs::remove_dir_all(&snap.dir);
+                }
+            }
+        }
+        let vm = vmm.launch(config)?;
+        let mut session = Session::new(vm);
+        if let Err(e) = session.wait_ready(limit) {
+            self.print_console(&session.console.lines());
+            return Err(e.into());
+        }
+        Ok(session)
+    }
+}
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+impl Tier for MicrovmTier {
+    type Created = CreatedVm;
+
+    fn kind(&self) -> TierKind {
+        TierKind::Microvm
+    }
+
+    fn create(&self, spec: &SandboxSpec) -> Result<CreatedVm, SandboxError> {
+        spec.validate()?;
+        if !spec.mounts.is_empty() {
+            return Err(tier_err(
+                "checking the spec",
+                MicrovmError::Unsupported("--mount (host directories in a VM need virtio-fs)"),
+            ));
+        }
+        let session = self
+            .ready_guest(spec)
+            .map_err(|e| tier_err("starting the VM", e))?;
+        let id = format!(
+            "microvm-{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        Ok(CreatedVm {
+            session,
+            request: run_request(spec),
+            debug: self.debug,
+            id,
+        })
+    }
+}
+
+/// A guest whose agent waits for the command.
+#[derive(Debug)]
+pub struct CreatedVm {
+    session: Session,
+    request: RunRequest,
+    debug: bool,
+    id: String,
+}
+
+impl CreatedSandbox for CreatedVm {
+    type Running = RunningVm;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn start(mut self) -> Result<RunningVm, SandboxError> {
+        let mut req = std::mem::take(&mut self.request);
+        // The clock as of now, not as of create.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        req.realtime_secs = now.as_secs();
+        req.realtime_nanos = now.subsec_nanos();
+        self.session
+            .send(&HostMsg::Run(req))
+            .map_err(|e| tier_err("sending the command to the guest", e.into()))?;
+        Ok(RunningVm {
+            session: self.session,
+            debug: self.debug,
+            id: self.id,
+        })
+    }
+}
+
+/// A guest running its command.
+#[derive(Debug)]
+pub struct RunningVm {
+    session: Session,
+    debug: bool,
+    id: String,
+}
+
+impl RunningSandbox for RunningVm {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn signal(&self, signal: i32) -> Result<(), SandboxError> {
+        (&self.session.vm.agent)
+            .write_all(&HostMsg::Signal(signal).encode())
+            .map_err(|e| tier_err("signalling the command", GuestError::Io(e).into()))
+    }
+
+    fn wait(mut self, deadline: Option<Instant>) -> Result<ExitOutcome, SandboxError> {
+        let result = self.session.pump(deadline);
+        self.session.vm.kill();
+        result.map_err(|e| {
+            if self.debug {
+                eprintln!("cordon: microvm: last guest console lines:");
+                for l in self.session.console.lines() {
+                    eprintln!("  | {l}");
+                }
+            }
+            tier_err("running the command", e.into())
+        })
+    }
+}

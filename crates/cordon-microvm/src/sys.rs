@@ -1,0 +1,225 @@
+//! The raw system calls of the microVM tier's host side, each wrapped once with its safety
+//! argument.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A connected pair of stream sockets, both close-on-exec.
+pub fn socketpair() -> io::Result<(UnixStream, UnixStream)> {
+    UnixStream::pair()
+}
+
+/// Sends `fd` over a unix socket with SCM_RIGHTS, together with `data` (at least one byte).
+pub fn send_with_fd(sock: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    let space = usize::try_from(
+        // SAFETY: CMSG_SPACE only computes a size.
+        unsafe { libc::CMSG_SPACE(u32::try_from(std::mem::size_of::<RawFd>()).unwrap_or(4)) },
+    )
+    .unwrap_or(64);
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is valid before the fields are set.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points at `space` bytes, enough for one cmsg holding one fd;
+    // CMSG_FIRSTHDR is therefore non-null and CMSG_DATA points inside the buffer.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len =
+            libc::CMSG_LEN(u32::try_from(std::mem::size_of::<RawFd>()).unwrap_or(4)) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
+    }
+    loop {
+        // SAFETY: msg describes valid buffers for the duration of the call.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            // The message is small: the stream socket takes it whole or not at all here.
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// A pidfd for `pid`: readable once the process has exited.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: pidfd_open returned a new fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+    }
+    set
+}
+
+/// pthread_sigmask(how, set); returns the previous mask.
+pub fn sigmask(how: libc::c_int, set: &libc::sigset_t) -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid sigset_t.
+    let r = unsafe { libc::pthread_sigmask(how, set, &mut old) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(old)
+}
+
+pub fn signalfd(set: &libc::sigset_t) -> io::Result<OwnedFd> {
+    // SAFETY: set is a valid sigset_t; -1 asks for a new fd.
+    let fd = check(unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
+    // SAFETY: signalfd returned a new fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads one pending signal number from a non-blocking signalfd.
+pub fn read_signal(fd: BorrowedFd<'_>) -> Option<i32> {
+    let mut info = [0u8; 128];
+    // SAFETY: info is writable for its 128 bytes (one signalfd_siginfo).
+    let n = unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) };
+    if n != 128 {
+        return None;
+    }
+    i32::try_from(u32::from_ne_bytes([info[0], info[1], info[2], info[3]])).ok()
+}
+
+/// poll(2) over (fd, events) pairs; returns the revents in the same order.
+pub fn poll(fds: &[(RawFd, libc::c_short)], timeout_ms: i32) -> io::Result<Vec<libc::c_short>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, events)| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds is a valid array of pollfd of the given length.
+    let r = unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            libc::nfds_t::try_from(pfds.len()).unwrap_or(0),
+            timeout_ms,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![0; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.iter().map(|p| p.revents).collect())
+}
+
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is writable for its length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Writes all of `data` to a blocking fd.
+pub fn write_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: data is readable for its length.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        match usize::try_from(n) {
+            Ok(n) => data = &data[n..],
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on an fd the caller holds; no pointers.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, new) }).map(drop)
+}
+
+/// Whether a process with this pid exists.
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Confines the VMM process between fork and exec: it dies with cordon (SIGKILL on parent
+/// death, and at once if the parent is already gone), cannot gain privileges, gets its own
+/// mount, network, IPC and UTS namespaces where the kernel allows, and finds its control
+/// sockets at fds 3, 4, 5 (`fds` in that order).
+///
+/// # Safety
+/// Must only be called in the child between fork and exec (from `Command::pre_exec`).
+pub unsafe fn confine_vmm_child(parent: libc::pid_t, fds: &[RawFd]) -> io::Result<()> {
+    // SAFETY: prctl/getppid/unshare/dup2/fcntl are async-signal-safe and take no pointers.
+    unsafe {
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        // Best effort: a host without these namespaces still runs the VMM.
+        let _ = libc::unshare(
+            libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
+        );
+        // The fds may sit at numbers 3..5 already; move them out of the way first.
+        // A fixed array: nothing may allocate between fork and exec.
+        let mut moved = [-1; 8];
+        for (slot, &fd) in moved.iter_mut().zip(fds) {
+            *slot = check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10))?;
+        }
+        for (i, &fd) in moved.iter().take(fds.len()).enumerate() {
+            let target = 3 + libc::c_int::try_from(i).unwrap_or(0);
+            check(libc::dup2(fd, target))?;
+        }
+    }
+    Ok(())
+}
