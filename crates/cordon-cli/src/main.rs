@@ -56,6 +56,17 @@ enum Command {
     Gc,
     /// Measure cordon's tiers and peer runtimes side by side and write a report
     Bench(Box<cordon_bench::BenchArgs>),
+    /// The microVM tier's assets: `setup` fetches the guest kernel and builds the images
+    #[command(subcommand)]
+    Microvm(MicrovmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MicrovmCommand {
+    /// Fetch the guest kernel (Debian's cloud kernel) and build the root image and initramfs
+    Setup,
+    /// Remove work files of microVM sandboxes whose cordon was killed
+    Gc,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +116,9 @@ struct RunArgs {
     /// Create a user namespace even when running as root
     #[arg(long)]
     userns: bool,
+    /// Print diagnostics when a sandbox fails (microvm: the guest console's last lines)
+    #[arg(long)]
+    debug: bool,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -157,8 +171,20 @@ fn report(err: &dyn std::error::Error) {
 }
 
 fn run(tier: &ContainerTier, args: RunArgs) -> Result<i32, SandboxError> {
+    let debug = args.debug;
     let spec = args.into_spec();
     spec.validate()?;
+    if spec.tier == TierKind::Microvm {
+        let microvm = cordon_microvm::MicrovmTier {
+            debug,
+            ..Default::default()
+        };
+        let outcome = microvm.run(&spec)?;
+        if let Some(why) = outcome.explanation() {
+            eprintln!("cordon: {why}");
+        }
+        return Ok(outcome.exit_code());
+    }
     if spec.tier != TierKind::Container {
         return Err(SandboxError::TierUnavailable(spec.tier));
     }
@@ -201,6 +227,21 @@ fn main() -> ExitCode {
             exit_code::RUNTIME_FAILED
         }),
         Command::Bench(args) => cordon_bench::run(*args),
+        Command::Microvm(MicrovmCommand::Setup) => {
+            match cordon_microvm::MicrovmTier::default().setup() {
+                Ok(()) => 0,
+                Err(e) => {
+                    report(&e);
+                    exit_code::RUNTIME_FAILED
+                }
+            }
+        }
+        Command::Microvm(MicrovmCommand::Gc) => {
+            for p in cordon_microvm::MicrovmTier::default().collect_garbage() {
+                eprintln!("cordon microvm gc: removed {}", p.display());
+            }
+            0
+        }
         Command::Gc => match tier.collect_garbage() {
             Ok(r) => {
                 for d in &r.removed {
