@@ -57,6 +57,9 @@ impl Qemu {
             "none",
         ]);
         push(&["-no-reboot", "-msg", "timestamp=off"]);
+        // Names the VMM after its cordon process, so leftovers can be told apart.
+        let name = format!("cordon-{}", std::process::id());
+        push(&["-name", &name]);
         let mem = format!("{}M", config.memory_mib);
         push(&["-m", &mem, "-smp", &config.vcpus.to_string()]);
         let backend = |path: &Path, share: &str| {

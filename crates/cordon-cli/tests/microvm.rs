@@ -1,0 +1,391 @@
+//! End-to-end tests of `cordon run --tier microvm`: real guests (qemu, Debian's cloud kernel,
+//! cordon's agent), checked from inside and for leftovers afterwards.
+//!
+//! They need root, qemu and the guest kernel (`cordon microvm setup`, which the first test
+//! runs; it is idempotent). Without them each test prints `SKIPPED: <reason>`. Under TCG every
+//! guest starts from a snapshot (~0.3 s); the first run of each memory/CPU shape boots cold to
+//! make it (~5 s). The tests run one at a time: the machine has two cores.
+
+use std::fs;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+const CORDON: &str = env!("CARGO_BIN_EXE_cordon");
+
+static SERIAL: Mutex<()> = Mutex::new(());
+static READY: OnceLock<Result<(), String>> = OnceLock::new();
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Root, qemu and the assets, or why not.
+fn prerequisites() -> Result<(), String> {
+    READY
+        .get_or_init(|| {
+            if !is_root() {
+                return Err("needs root".into());
+            }
+            let qemu = Command::new("qemu-system-x86_64")
+                .arg("--version")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if !qemu {
+                return Err("qemu-system-x86_64 is not installed (scripts/setup.sh)".into());
+            }
+            let out = Command::new(CORDON)
+                .args(["microvm", "setup"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cordon microvm setup failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Ok(())
+        })
+        .clone()
+}
+
+/// Serialises the tests and checks the prerequisites; `None` (after printing why) to skip.
+fn guard(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    match prerequisites() {
+        Ok(()) => Some(g),
+        Err(why) => {
+            eprintln!("SKIPPED: {test}: {why}");
+            None
+        }
+    }
+}
+
+/// qemu processes started by the cordon with this pid (qemu is named after its cordon).
+fn vmms_of(pid: u32) -> Vec<u32> {
+    let marker = format!("cordon-{pid}");
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args
+            .first()
+            .is_some_and(|a| a.ends_with(b"qemu-system-x86_64"))
+            && args.iter().any(|a| *a == marker.as_bytes())
+        {
+            found.push(p);
+        }
+    }
+    found
+}
+
+fn assert_no_vmm(pid: u32) {
+    let start = Instant::now();
+    while !vmms_of(pid).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "qemu of cordon {pid} still running: {:?}",
+            vmms_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(CORDON)
+        .arg("run")
+        .arg("--tier")
+        .arg("microvm")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning cordon");
+    let pid = child.id();
+    if let Some(data) = stdin {
+        let mut w = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = w.write_all(&data);
+        });
+    }
+    let out = child.wait_with_output().expect("waiting for cordon");
+    assert_no_vmm(pid);
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn python_prints_42() {
+    let Some(_g) = guard("python_prints_42") else {
+        return;
+    };
+    let out = run(&["--", "python3", "-c", "print(6*7)"], None);
+    assert_eq!(text(&out.stdout), "42\n", "stderr: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through() {
+    let Some(_g) = guard("exit_codes_and_signals_pass_through") else {
+        return;
+    };
+    let cases: [(&[&str], i32); 4] = [
+        (&["sh", "-c", "exit 7"], 7),
+        (&["sh", "-c", "kill -TERM $$"], 128 + 15),
+        (&["no-such-command"], 127),
+        (&["/etc/passwd"], 126),
+    ];
+    for (argv, code) in cases {
+        let mut args = vec!["--"];
+        args.extend_from_slice(argv);
+        let out = run(&args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{argv:?}: stderr {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn stdout_is_byte_exact_and_stderr_separate() {
+    let Some(_g) = guard("stdout_is_byte_exact_and_stderr_separate") else {
+        return;
+    };
+    // 3 MiB of every byte value, then a marker on stderr.
+    let script = "import sys; sys.stdout.buffer.write(bytes(range(256)) * 12288); \
+                  sys.stdout.flush(); sys.stderr.write('done')";
+    let out = run(&["--", "python3", "-c", script], None);
+    let expected: Vec<u8> = (0..12288).flat_map(|_| 0..=255u8).collect();
+    assert_eq!(out.stdout.len(), expected.len());
+    assert!(out.stdout == expected, "stdout differs");
+    assert_eq!(text(&out.stderr), "done");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn stdin_is_forwarded() {
+    let Some(_g) = guard("stdin_is_forwarded") else {
+        return;
+    };
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| u8::try_from(i * 7 % 251).unwrap_or(0))
+        .collect();
+    let out = run(&["--", "cat"], Some(&data));
+    assert!(
+        out.stdout == data,
+        "cat returned {} bytes",
+        out.stdout.len()
+    );
+    let out = run(&["--", "sh", "-c", "read x; echo got:$x"], Some(b"hello\n"));
+    assert_eq!(text(&out.stdout), "got:hello\n");
+}
+
+#[test]
+fn env_workdir_user_hostname() {
+    let Some(_g) = guard("env_workdir_user_hostname") else {
+        return;
+    };
+    let out = run(
+        &[
+            "--env",
+            "FOO=bar",
+            "--workdir",
+            "/tmp/work",
+            "--user",
+            "1000:1000",
+            "--hostname",
+            "vm17",
+            "--",
+            "sh",
+            "-c",
+            "echo $FOO $(pwd) $(id -u):$(id -g) $(hostname); touch /tmp/x && echo writable",
+        ],
+        None,
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "bar /tmp/work 1000:1000 vm17\nwritable\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn guest_has_its_own_kernel_and_no_host_files() {
+    let Some(_g) = guard("guest_has_its_own_kernel_and_no_host_files") else {
+        return;
+    };
+    let host = text(
+        &Command::new("uname")
+            .arg("-r")
+            .output()
+            .expect("uname")
+            .stdout,
+    );
+    let out = run(&["--", "uname", "-r"], None);
+    let guest = text(&out.stdout);
+    assert!(!guest.trim().is_empty());
+    assert_ne!(guest.trim(), host.trim(), "guest runs the host's kernel");
+    // Nothing of the host beyond the root image: no /work, no cordon cache, no host home,
+    // and the root is the read-only virtio disk.
+    let out = run(
+        &[
+            "--",
+            "sh",
+            "-c",
+            "test ! -e /work && test ! -e /var/cache/cordon && test ! -e /root/.cargo \
+             && grep -q '^/dev/vda / ext4 ro' /proc/mounts && ! touch /usr/x 2>/dev/null && echo clean",
+        ],
+        None,
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "clean\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn memory_and_cpus_size_the_guest() {
+    let Some(_g) = guard("memory_and_cpus_size_the_guest") else {
+        return;
+    };
+    let out = run(
+        &[
+            "--memory",
+            "256M",
+            "--cpus",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo",
+        ],
+        None,
+    );
+    let s = text(&out.stdout);
+    let mut lines = s.lines();
+    assert_eq!(lines.next(), Some("2"), "stderr: {}", text(&out.stderr));
+    let kib: u64 = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    assert!(
+        (150_000..=262_144).contains(&kib),
+        "MemTotal {kib} KiB for a 256M guest"
+    );
+}
+
+#[test]
+fn timeout_kills_the_vm() {
+    let Some(_g) = guard("timeout_kills_the_vm") else {
+        return;
+    };
+    let start = Instant::now();
+    let out = run(&["--timeout", "1s", "--", "sleep", "30"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(start.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn guest_panic_is_a_clear_error() {
+    let Some(_g) = guard("guest_panic_is_a_clear_error") else {
+        return;
+    };
+    let out = run(
+        &[
+            "--debug",
+            "--cap-add",
+            "sys_admin",
+            "--",
+            "sh",
+            "-c",
+            "echo c > /proc/sysrq-trigger; sleep 5",
+        ],
+        None,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "stderr: {err}");
+    assert!(err.contains("guest kernel panicked"), "stderr: {err}");
+    assert!(err.contains("last guest console lines"), "stderr: {err}");
+}
+
+#[test]
+fn kill_9_of_cordon_leaves_no_vm() {
+    let Some(_g) = guard("kill_9_of_cordon_leaves_no_vm") else {
+        return;
+    };
+    let mut child = Command::new(CORDON)
+        .args(["run", "--tier", "microvm", "--", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning cordon");
+    let pid = child.id();
+    let start = Instant::now();
+    while vmms_of(pid).is_empty() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!vmms_of(pid).is_empty(), "no qemu appeared");
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert_no_vmm(pid);
+}
+
+#[test]
+fn rootfs_dir_becomes_an_image() {
+    let Some(_g) = guard("rootfs_dir_becomes_an_image") else {
+        return;
+    };
+    let busybox = std::path::Path::new("/bin/busybox");
+    if !busybox.exists() {
+        eprintln!("SKIPPED: rootfs_dir_becomes_an_image: no /bin/busybox (busybox-static)");
+        return;
+    }
+    let dir =
+        std::env::temp_dir().join(format!("cordon-microvm-test-rootfs-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("bin")).expect("mkdir");
+    fs::copy(busybox, dir.join("bin/busybox")).expect("copy busybox");
+    fs::write(dir.join("marker"), "from-dir\n").expect("write marker");
+    let root = dir.display().to_string();
+    let out = run(
+        &["--rootfs", &root, "--", "/bin/busybox", "cat", "/marker"],
+        None,
+    );
+    let _ = fs::remove_dir_all(&dir);
+    assert_eq!(
+        text(&out.stdout),
+        "from-dir\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
