@@ -223,7 +223,7 @@ fn locate(args: &BenchArgs) -> Result<(PathBuf, PathBuf), String> {
 /// Runs the benchmark; returns the exit status (see `EXIT_STATUS`).
 pub fn run(args: BenchArgs) -> i32 {
     let started = Instant::now();
-    if !is_root() {
+    if !sys::is_root() {
         eprintln!("cordon bench: needs root (cordon's container tier, OCI runtimes and the chroot peer's mounts)");
         return exit_code::RUNTIME_FAILED;
     }
@@ -319,11 +319,6 @@ pub fn run(args: BenchArgs) -> i32 {
     } else {
         0
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn report_error(err: &dyn std::error::Error) {

@@ -198,23 +198,35 @@ fn density_table(md: &mut String, r: &Results) {
     md.push('\n');
     for t in tiers {
         let Some(x) = d.get(t) else { continue };
-        let end = x.checkpoints.last();
-        let others: Vec<String> = d
-            .iter()
-            .filter(|(k, _)| k.as_str() != t && k.as_str() != "native" && k.as_str() != "chroot")
-            .filter_map(|(k, v)| {
-                let (a, b) = (
-                    end?.pss_mib_per_sandbox,
-                    v.checkpoints.last()?.pss_mib_per_sandbox,
-                );
-                Some(format!("{k} {}", ratio(Some(a), Some(b))))
-            })
-            .collect();
-        if !others.is_empty() {
+        let mut rows = String::new();
+        for name in r.names() {
+            let Some(v) = d.get(name).filter(|_| name != t) else {
+                continue;
+            };
+            // Compare at the largest checkpoint both reached.
+            let common = x.checkpoints.iter().rev().find_map(|a| {
+                v.checkpoints
+                    .iter()
+                    .find(|b| b.sandboxes == a.sandboxes)
+                    .map(|b| (a, b))
+            });
+            let Some((a, b)) = common else { continue };
+            let pss = if b.pss_mib_per_sandbox > 0.0 {
+                ratio(Some(a.pss_mib_per_sandbox), Some(b.pss_mib_per_sandbox))
+            } else {
+                "–".to_string()
+            };
+            let _ = writeln!(
+                rows,
+                "| {name} | {} | {} | {pss} |",
+                a.sandboxes,
+                ratio(Some(a.ready_ms_p50), Some(b.ready_ms_p50))
+            );
+        }
+        if !rows.is_empty() {
             let _ = writeln!(
                 md,
-                "{t}'s PSS per sandbox at its last checkpoint relative to each peer's: {}.\n",
-                others.join(", ")
+                "{t} against each runtime at the largest number of sandboxes both reached:\n\n| runtime | sandboxes | {t} ÷ runtime, ready p50 | {t} ÷ runtime, PSS per sandbox |\n|---|--:|--:|--:|\n{rows}"
             );
         }
     }

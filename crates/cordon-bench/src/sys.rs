@@ -154,6 +154,12 @@ pub(crate) fn kill_group(pgid: u32, signal: libc::c_int) {
     }
 }
 
+/// Whether this process runs with effective uid 0.
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Raises the soft limit on open files to the hard limit (density keeps pipes per sandbox).
 pub(crate) fn raise_nofile_limit() {
     let mut lim = libc::rlimit {
