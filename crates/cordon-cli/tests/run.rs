@@ -716,7 +716,9 @@ except OSError:
     assert!(stdout.contains("readlink refused"), "{stdout}");
     // Executing /proc/self/exe as the first command runs cordon itself, harmlessly: it has no
     // capabilities and cannot create namespaces, so it fails with 125.
-    let out = run_clean(&["run", "--mount", &mount, "--", "/x/evil"], None);
+    let out = cordon(&["run", "--mount", &mount, "--", "/x/evil"])
+        .output()
+        .unwrap();
     fs::remove_dir_all(&dir).unwrap();
     assert_ne!(out.status.code(), Some(0));
 }

@@ -393,6 +393,15 @@ pub(crate) fn exec_process(
             fail(&format!("setting rlimit {resource}"), e, 125);
         }
     }
+    // Without no_new_privs a filter can only be installed while CAP_SYS_ADMIN is still held.
+    let filter_early = !p.no_new_privileges;
+    if filter_early {
+        if let Some(filter) = filter {
+            if let Err(e) = sys::seccomp_install(filter) {
+                fail("installing the seccomp filter", e, 125);
+            }
+        }
+    }
     if let Err(e) = assume_identity(p, userns, last_cap, p.caps, p.no_new_privileges) {
         fail("dropping privileges", e, 125);
     }
@@ -407,9 +416,11 @@ pub(crate) fn exec_process(
     if let Err(e) = sys::cloexec_from(3) {
         fail("closing inherited file descriptors", e, 125);
     }
-    if let Some(filter) = filter {
-        if let Err(e) = sys::seccomp_install(filter) {
-            fail("installing the seccomp filter", e, 125);
+    if !filter_early {
+        if let Some(filter) = filter {
+            if let Err(e) = sys::seccomp_install(filter) {
+                fail("installing the seccomp filter", e, 125);
+            }
         }
     }
     let mut denied = None;
@@ -481,6 +492,15 @@ fn workload_main(cfg: &ChildConfig<'_>, tty: Option<OwnedFd>) -> ! {
             fail("setting oom_score_adj", e);
         }
     }
+    // Without no_new_privs a filter can only be installed while CAP_SYS_ADMIN is still held.
+    let filter_early = !p.no_new_privileges;
+    if filter_early {
+        if let Some(filter) = &cfg.workload_filter {
+            if let Err(e) = sys::seccomp_install(filter) {
+                fail("installing the seccomp filter", e);
+            }
+        }
+    }
     if let Err(e) = become_user(cfg, p.caps, p.no_new_privileges) {
         fail("dropping privileges", e);
     }
@@ -494,9 +514,11 @@ fn workload_main(cfg: &ChildConfig<'_>, tty: Option<OwnedFd>) -> ! {
     if let Err(e) = sys::cloexec_from(3) {
         fail("closing inherited file descriptors", e);
     }
-    if let Some(filter) = &cfg.workload_filter {
-        if let Err(e) = sys::seccomp_install(filter) {
-            fail("installing the seccomp filter", e);
+    if !filter_early {
+        if let Some(filter) = &cfg.workload_filter {
+            if let Err(e) = sys::seccomp_install(filter) {
+                fail("installing the seccomp filter", e);
+            }
         }
     }
     let mut denied = None;
