@@ -6,7 +6,8 @@ set -euo pipefail
 # Runtime + test needs: python3 (the README's example workload), busybox-static (small static
 # rootfs for tests), and the peers that `cordon bench` measures against (runsc is gVisor;
 # cordon bench runs it with --platform=ptrace, as its kvm platform hangs on kvm_pvm hosts).
-PKGS=(python3 busybox-static runc crun bubblewrap hyperfine iproute2 procps runsc)
+PKGS=(python3 busybox-static runc crun bubblewrap hyperfine iproute2 procps runsc
+      containerd docker.io linux-libc-dev util-linux tar)
 # The microVM tier: qemu (the VMM), e2fsprogs (mke2fs -d and debugfs build its root images);
 # `cordon microvm setup` then fetches the guest kernel and builds the images.
 PKGS+=(qemu-system-x86 e2fsprogs)

@@ -1,0 +1,290 @@
+//! cordon-oci under real engines: a private containerd (`ctr run --runc-binary`) and a private
+//! dockerd with cordon registered as a runtime, both from Debian's packages, started and
+//! stopped by the test. Needs root; prints why it is skipped otherwise.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CORDON_OCI: &str = env!("CARGO_BIN_EXE_cordon-oci");
+const IMAGE: &str = "docker.io/library/cordon-busybox:latest";
+const NS: &str = "cordon-engine-test";
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn sh(script: &str) -> Output {
+    Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).output().expect("running sh")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A daemon started by the test; killed (TERM, then KILL) and reaped on drop.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill takes integers only.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(path: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{what} did not come up ({} missing)", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The temp directory with the daemons' state; cleaned up (mounts too) on drop.
+struct Workdir(PathBuf);
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|p| p.starts_with(self.0.to_str().unwrap()))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = Command::new("umount").arg("-l").arg(p).status();
+        }
+        let _ = fs::remove_dir_all(&self.0);
+        let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(NS));
+        let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(format!("{NS}-docker")));
+        for ctrl in ["memory", "pids", "cpu", "devices", "cpuset", "blkio", "freezer", "cpuacct"] {
+            for leaf in [NS.to_string(), format!("{NS}-docker")] {
+                let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(ctrl).join(leaf));
+            }
+        }
+    }
+}
+
+/// Builds an OCI image layout of a busybox root filesystem (no registry is reachable here).
+fn build_image(dir: &Path) -> PathBuf {
+    let script = format!(
+        r#"set -e
+W={dir}
+mkdir -p $W/rootfs/bin $W/layout/blobs/sha256
+cp /bin/busybox $W/rootfs/bin/
+for a in sh cat echo sleep ls id hostname ps true grep head tr; do ln -s busybox $W/rootfs/bin/$a; done
+tar -C $W/rootfs -cf $W/layer.tar .
+blob() {{ d=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" $W/layout/blobs/sha256/$d; echo "$d $(stat -c %s "$1")"; }}
+set -- $(blob $W/layer.tar); LD=$1; LS=$2
+printf '{{"architecture":"amd64","os":"linux","config":{{"Env":["PATH=/bin"],"Cmd":["sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:%s"]}}}}' $LD > $W/config.json
+set -- $(blob $W/config.json); CD=$1; CS=$2
+printf '{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}}]}}' $CD $CS $LD $LS > $W/manifest.json
+set -- $(blob $W/manifest.json); MD=$1; MS=$2
+echo '{{"imageLayoutVersion":"1.0.0"}}' > $W/layout/oci-layout
+printf '{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{{"io.containerd.image.name":"{IMAGE}","org.opencontainers.image.ref.name":"latest"}}}}]}}' $MD $MS > $W/layout/index.json
+tar -C $W/layout -cf $W/image.tar .
+"#,
+        dir = dir.display()
+    );
+    let out = sh(&script);
+    assert!(out.status.success(), "building the image: {}", text(&out.stderr));
+    dir.join("image.tar")
+}
+
+fn start_containerd(dir: &Path) -> Daemon {
+    let config = format!(
+        "version = 2\nroot = \"{d}/ctd-root\"\nstate = \"{d}/ctd-state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = \"{d}/containerd.sock\"\n[ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
+         [debug]\n  address = \"{d}/debug.sock\"\n",
+        d = dir.display()
+    );
+    fs::write(dir.join("containerd.toml"), config).unwrap();
+    let child = Command::new("containerd")
+        .arg("--config")
+        .arg(dir.join("containerd.toml"))
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(dir.join("containerd.log")).unwrap())
+        .stderr(fs::File::create(dir.join("containerd.err")).unwrap())
+        .spawn()
+        .expect("starting containerd");
+    let d = Daemon {
+        name: "containerd",
+        child,
+    };
+    wait_for(&dir.join("containerd.sock"), "containerd");
+    d
+}
+
+fn ctr(dir: &Path, args: &[&str]) -> Output {
+    Command::new("ctr")
+        .arg("-a")
+        .arg(dir.join("containerd.sock"))
+        .args(["-n", NS])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ctr")
+}
+
+fn missing_tools() -> Option<String> {
+    for tool in ["containerd", "ctr", "dockerd", "/usr/bin/docker", "/bin/busybox", "sha256sum", "tar"] {
+        let found = if tool.starts_with('/') {
+            Path::new(tool).exists()
+        } else {
+            sh(&format!("command -v {tool}")).status.success()
+        };
+        if !found {
+            return Some(format!("{tool} is not installed (scripts/setup.sh installs it)"));
+        }
+    }
+    None
+}
+
+#[test]
+fn containerd_and_docker_run_containers_through_cordon() {
+    if !is_root() {
+        eprintln!("SKIPPED: engine tests need root");
+        return;
+    }
+    if let Some(why) = missing_tools() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let work = Workdir(std::env::temp_dir().join(format!("cordon-engines-{}", std::process::id())));
+    fs::create_dir_all(&work.0).unwrap();
+    let dir = work.0.as_path();
+    let image = build_image(dir);
+    let containerd = start_containerd(dir);
+
+    // containerd: import, run (output, exit code, --rm), exec, kill.
+    let out = ctr(dir, &["images", "import", image.to_str().unwrap()]);
+    assert!(out.status.success(), "import: {}", text(&out.stderr));
+    let out = ctr(dir, &["run", "--rm", "--runc-binary", CORDON_OCI, IMAGE, "c1", "sh", "-c", "echo hello from cordon; exit 3"]);
+    assert_eq!(text(&out.stdout), "hello from cordon\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&ctr(dir, &["containers", "ls", "-q"]).stdout).trim().is_empty(), "--rm left a container");
+    let out = ctr(dir, &["run", "-d", "--runc-binary", CORDON_OCI, IMAGE, "c2", "sleep", "100"]);
+    assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    let state = Path::new("/run/containerd/runc").join(NS).join("c2/state.json");
+    assert!(state.exists(), "the task was not created by cordon-oci ({} missing)", state.display());
+    let out = ctr(dir, &["task", "exec", "--exec-id", "e1", "c2", "sh", "-c", "echo exec-ok; exit 5"]);
+    assert_eq!(text(&out.stdout), "exec-ok\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(5));
+    assert!(ctr(dir, &["task", "kill", "-s", "SIGKILL", "c2"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&ctr(dir, &["task", "ls"]).stdout).contains("STOPPED") {
+        assert!(Instant::now() < deadline, "c2 did not stop after kill");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ctr(dir, &["task", "delete", "c2"]).status.success());
+    assert!(ctr(dir, &["containers", "delete", "c2"]).status.success());
+    assert!(!state.exists(), "cordon-oci state left after delete");
+
+    // Docker on the same containerd, cordon registered as a runtime.
+    let daemon_json = format!(
+        r#"{{"runtimes": {{"cordon": {{"path": "{CORDON_OCI}"}}, "cordon-container": {{"path": "{CORDON_OCI}", "runtimeArgs": ["--tier=container"]}}}}}}"#
+    );
+    fs::write(dir.join("daemon.json"), daemon_json).unwrap();
+    let sock = dir.join("docker.sock");
+    let dockerd = Daemon {
+        name: "dockerd",
+        child: Command::new("dockerd")
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .arg("--data-root")
+            .arg(dir.join("docker-data"))
+            .arg("--exec-root")
+            .arg(dir.join("docker-exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--containerd")
+            .arg(dir.join("containerd.sock"))
+            .args(["--containerd-namespace", &format!("{NS}-docker")])
+            .args(["--cgroup-parent", &format!("{NS}-docker")])
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(dir.join("dockerd.log")).unwrap())
+            .stderr(fs::File::create(dir.join("dockerd.err")).unwrap())
+            .spawn()
+            .expect("starting dockerd"),
+    };
+    wait_for(&sock, "dockerd");
+    let docker = |args: &[&str]| -> Output {
+        Command::new("/usr/bin/docker")
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running docker")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !docker(&["version"]).status.success() {
+        assert!(Instant::now() < deadline, "dockerd did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = docker(&["import", dir.join("layer.tar").to_str().unwrap(), "cordon-busybox"]);
+    assert!(out.status.success(), "docker import: {}", text(&out.stderr));
+    for runtime in ["cordon", "cordon-container"] {
+        let out = docker(&[
+            "run", "--rm", "--runtime", runtime, "--network", "none", "-e", "FOO=bar", "-w", "/tmp", "-u", "1000:1000",
+            "--memory", "64m", "--pids-limit", "20", "cordon-busybox", "sh", "-c",
+            "echo $FOO; pwd; id -u; grep -E '^(CapEff|Seccomp):' /proc/self/status; ls /sys/class/net; exit 7",
+        ]);
+        assert_eq!(out.status.code(), Some(7), "{runtime}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            "bar\n/tmp\n1000\nCapEff:\t0000000000000000\nSeccomp:\t2\nlo\n",
+            "{runtime}"
+        );
+    }
+    // The memory and pids limits reach the container.
+    let out = docker(&["run", "--rm", "--runtime", "cordon", "--network", "none", "--memory", "32m", "cordon-busybox", "sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"]);
+    assert_eq!(out.status.code(), Some(137), "memory limit: {}", text(&out.stdout));
+    let out = docker(&["run", "--rm", "--runtime", "cordon", "--network", "none", "--pids-limit", "10", "cordon-busybox", "sh", "-c", "for i in $(seq 30); do sleep 2 & done; wait; echo done"]);
+    assert!(text(&out.stderr).contains("fork"), "pids limit not enforced: {}", text(&out.stderr));
+    // exec, stop (SIGTERM reaches the workload), kill -s.
+    let cid = text(&docker(&["run", "-d", "--runtime", "cordon", "--network", "none", "--pids-limit", "10", "cordon-busybox", "sleep", "100"]).stdout).trim().to_string();
+    assert!(!cid.is_empty());
+    let pids_max = Path::new("/sys/fs/cgroup/pids").join(format!("{NS}-docker")).join(&cid).join("pids.max");
+    if Path::new("/sys/fs/cgroup/pids").exists() {
+        assert_eq!(fs::read_to_string(&pids_max).unwrap_or_default().trim(), "10", "{}", pids_max.display());
+    }
+    let out = docker(&["exec", &cid, "sh", "-c", "echo exec-ok; exit 9"]);
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(9), "exec-ok\n".to_string()), "{}", text(&out.stderr));
+    let started = Instant::now();
+    assert!(docker(&["stop", "-t", "5", &cid]).status.success());
+    assert!(started.elapsed() < Duration::from_secs(5), "docker stop needed SIGKILL");
+    assert_eq!(text(&docker(&["inspect", "-f", "{{.State.ExitCode}}", &cid]).stdout).trim(), "143");
+    assert!(docker(&["rm", &cid]).status.success());
+    let cid = text(&docker(&["run", "-d", "--runtime", "cordon", "--network", "none", "cordon-busybox", "sh", "-c", "trap 'exit 42' USR1; while :; do sleep 0.1; done"]).stdout).trim().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
+    assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
+    assert!(docker(&["rm", &cid]).status.success());
+    drop(dockerd);
+    drop(containerd);
+    drop(work);
+    let left = sh("pgrep -f 'cordon-engine[s]-' || true");
+    assert!(text(&left.stdout).trim().is_empty(), "processes left: {}", text(&left.stdout));
+}
