@@ -63,6 +63,10 @@ pub struct ProcessConfig {
     pub no_new_privileges: bool,
     /// The seccomp policy; `None` runs without a filter (only if the front asked for that).
     pub seccomp: Option<Policy>,
+    /// A second filter whose [`crate::seccomp_policy::Action::Notify`] syscalls are handed to
+    /// a supervisor (the sentry tier); its listener fd reaches the parent, see
+    /// [`crate::RunningContainer::wait_supervised`].
+    pub notify: Option<Policy>,
     /// Give the process a new pseudo-terminal as its controlling terminal and stdio.
     pub terminal: bool,
     pub oom_score_adj: Option<i32>,

@@ -52,6 +52,9 @@ pub(crate) struct ChildConfig<'a> {
     pub cwd: CString,
     pub last_cap: u8,
     pub workload_filter: Option<Vec<libc::sock_filter>>,
+    /// The supervised-syscall filter and the socket its listener fd is sent over.
+    pub notify_filter: Option<Vec<libc::sock_filter>>,
+    pub notify_sock: Option<OwnedFd>,
     pub init_filter: Vec<libc::sock_filter>,
     /// v1 `tasks` files to write "0" to (empty on v2, where the clone placed us already).
     pub cgroup_tasks: Vec<OwnedFd>,
@@ -519,6 +522,18 @@ fn workload_main(cfg: &ChildConfig<'_>, tty: Option<OwnedFd>) -> ! {
             if let Err(e) = sys::seccomp_install(filter) {
                 fail("installing the seccomp filter", e);
             }
+        }
+    }
+    if let (Some(filter), Some(sock)) = (&cfg.notify_filter, &cfg.notify_sock) {
+        // The last step before exec: from here on the supervised syscalls wait for the
+        // supervisor, which gets the listener through the socket.
+        match sys::seccomp_install_listener(filter) {
+            Ok(listener) => {
+                if let Err(e) = sys::send_fd(sock.as_fd(), listener.as_fd()) {
+                    fail("handing the seccomp listener to the supervisor", e);
+                }
+            }
+            Err(e) => fail("installing the supervised-syscall filter", e),
         }
     }
     let mut denied = None;

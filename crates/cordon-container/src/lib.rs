@@ -271,6 +271,7 @@ pub fn sandbox_config(spec: &SandboxSpec, host_uid: u32, host_gid: u32) -> Conta
             rlimits: vec![(libc::RLIMIT_CORE, 0, 0)],
             no_new_privileges: true,
             seccomp: Some(seccomp_policy::workload_policy()),
+            notify: None,
             terminal: false,
             oom_score_adj: None,
         },
@@ -345,6 +346,17 @@ impl ContainerTier {
         let cfg = sandbox_config(spec, host_uid, sys::getegid());
         let id = cgroup::sandbox_id(SEQUENCE.fetch_add(1, Ordering::Relaxed));
         self.spawn(&cfg, &id, start_now, &mut |_, _| Ok(()))
+    }
+
+    /// Creates and starts a container from a prepared configuration in
+    /// [`LaunchMode::Attached`] (the sentry tier builds on this with `process.notify`).
+    pub fn create_started_config(
+        &self,
+        cfg: &ContainerConfig,
+    ) -> Result<RunningContainer, SandboxError> {
+        let id = cgroup::sandbox_id(SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        self.spawn(cfg, &id, true, &mut |_, _| Ok(()))
+            .map(|inner| RunningContainer { inner })
     }
 
     /// Creates a container in [`LaunchMode::Detached`] (the OCI front's `create`): returns once
@@ -456,6 +468,18 @@ impl ContainerTier {
             _ => None,
         };
 
+        let (notify_parent, notify_child) = match &p.notify {
+            Some(_) => {
+                let (a, b) = sys::socketpair().map_err(|e| {
+                    tier_err(
+                        "creating the supervisor socket",
+                        ContainerError::Syscall("socketpair", e),
+                    )
+                })?;
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
         let pipe = |what: &'static str| {
             sys::pipe().map_err(|e| tier_err(what, ContainerError::Syscall("pipe2", e)))
         };
@@ -494,6 +518,8 @@ impl ContainerTier {
             cwd,
             last_cap: last_cap(),
             workload_filter: p.seccomp.as_ref().map(|pol| pol.compile()),
+            notify_filter: p.notify.as_ref().map(|pol| pol.compile()),
+            notify_sock: notify_child,
             init_filter: seccomp_policy::init_policy().compile(),
             cgroup_tasks,
             join,
@@ -512,6 +538,7 @@ impl ContainerTier {
                 drop(control_w);
                 drop(life_w);
                 drop(sigfd);
+                drop(notify_parent);
                 launch::child_main(child_cfg)
             }
             Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
@@ -537,6 +564,7 @@ impl ContainerTier {
             start_w: Some(control_w),
             _life_w: life_w,
             sigfd,
+            notify_sock: notify_parent,
             cgroups,
             reaped: false,
         };
@@ -586,6 +614,8 @@ pub struct ContainerSandbox {
     start_w: Option<OwnedFd>,
     _life_w: OwnedFd,
     sigfd: Option<OwnedFd>,
+    /// Receives the seccomp listener of a supervised workload.
+    notify_sock: Option<OwnedFd>,
     cgroups: SandboxCgroups,
     reaped: bool,
 }
@@ -696,8 +726,32 @@ impl RunningSandbox for RunningContainer {
         })
     }
 
-    fn wait(mut self, deadline: Option<Instant>) -> Result<ExitOutcome, SandboxError> {
+    fn wait(self, deadline: Option<Instant>) -> Result<ExitOutcome, SandboxError> {
+        self.wait_inner(deadline, None)
+    }
+}
+
+/// Handles one pending seccomp notification on the listener fd (the sentry tier's supervisor).
+pub type Supervisor<'a> = &'a mut dyn FnMut(std::os::fd::BorrowedFd<'_>);
+
+impl RunningContainer {
+    /// Like [`RunningSandbox::wait`], and meanwhile receives the workload's seccomp listener
+    /// (see `ProcessConfig::notify`) and calls `supervisor` whenever a notification is pending.
+    pub fn wait_supervised(
+        self,
+        deadline: Option<Instant>,
+        supervisor: Supervisor<'_>,
+    ) -> Result<ExitOutcome, SandboxError> {
+        self.wait_inner(deadline, Some(supervisor))
+    }
+
+    fn wait_inner(
+        mut self,
+        deadline: Option<Instant>,
+        mut supervisor: Option<Supervisor<'_>>,
+    ) -> Result<ExitOutcome, SandboxError> {
         let s = &mut self.inner;
+        let mut listener: Option<OwnedFd> = None;
         let mut reported = Reported::default();
         let mut timed_out = false;
         let mut status_open = true;
@@ -731,6 +785,16 @@ impl RunningSandbox for RunningContainer {
                     events: libc::POLLIN,
                     revents: 0,
                 },
+                libc::pollfd {
+                    fd: s.notify_sock.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: listener.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             if init_status.is_some() {
                 fds[0].fd = -1;
@@ -746,6 +810,19 @@ impl RunningSandbox for RunningContainer {
             }
             if fds[2].revents & libc::POLLIN != 0 {
                 forward_signals(s);
+            }
+            if fds[3].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+                if let Some(sock) = s.notify_sock.take() {
+                    listener = sys::recv_fd(sock.as_fd()).ok().flatten();
+                }
+            }
+            if fds[4].revents & libc::POLLIN != 0 {
+                match (&mut supervisor, &listener) {
+                    (Some(handle), Some(l)) => handle(l.as_fd()),
+                    _ => listener = None,
+                }
+            } else if fds[4].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                listener = None; // every process under the filter is gone
             }
             if fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
                 match read_message(&s.status_r) {

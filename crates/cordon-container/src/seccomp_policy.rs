@@ -43,6 +43,9 @@ pub enum Action {
     Trap,
     /// Allow, and log through the audit subsystem.
     Log,
+    /// Suspend the syscall and hand it to the supervisor listening on the filter's
+    /// notification fd (seccomp user notification).
+    Notify,
 }
 
 impl Action {
@@ -54,6 +57,7 @@ impl Action {
             Action::KillThread => 0,
             Action::Trap => 0x0003_0000,
             Action::Log => 0x7ffc_0000,
+            Action::Notify => 0x7fc0_0000,
         }
     }
 }

@@ -180,6 +180,7 @@ pub fn process_config(
         seccomp,
         terminal: p.terminal().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
+        notify: None,
     })
 }
 
