@@ -126,8 +126,8 @@ pub(crate) struct Fixture {
     bundles: Vec<(&'static str, PathBuf)>,
     mounts: Vec<PathBuf>,
     state_roots: Vec<StateRoot>,
-    /// The cordon binary, when a cordon process had to be killed (its sandbox cgroups are
-    /// then left for `cordon gc`).
+    /// The cordon binary, when a cordon process had to be killed (what its sandbox leaves,
+    /// cgroups or a microVM's work files, is then for `cordon gc` and `cordon microvm gc`).
     pub cordon_gc: Option<PathBuf>,
 }
 
@@ -398,12 +398,14 @@ impl Fixture {
             );
         }
         if let Some(cordon) = self.cordon_gc.take() {
-            let _ = Command::new(cordon)
-                .arg("gc")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            for args in [&["gc"][..], &["microvm", "gc"][..]] {
+                let _ = Command::new(&cordon)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
         remove_tree(&self.dir, std::mem::take(&mut self.mounts))
     }

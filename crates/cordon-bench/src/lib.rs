@@ -57,8 +57,9 @@ Exit status:
 #[derive(Debug, Clone, Args)]
 #[command(after_help = EXIT_STATUS)]
 pub struct BenchArgs {
-    /// cordon tiers to measure, comma-separated: container, sentry, microvm
-    #[arg(long, value_delimiter = ',', default_value = "container", value_name = "TIER,...",
+    /// cordon tiers to measure, comma-separated: container, sentry, microvm (one that cannot
+    /// run here is reported as skipped, with the reason)
+    #[arg(long, value_delimiter = ',', default_value = "container,microvm", value_name = "TIER,...",
           value_parser = |s: &str| s.parse::<TierKind>().map_err(|e| e.to_string()))]
     pub tiers: Vec<TierKind>,
     /// Peer runtimes, comma-separated: native, chroot, bwrap, runc, crun, runsc, qemu
@@ -70,7 +71,7 @@ pub struct BenchArgs {
         value_name = "PEER,..."
     )]
     pub peers: Vec<Peer>,
-    /// Fewer samples and at most 20 sandboxes for density: under 3 minutes
+    /// Fewer samples, at most 20 sandboxes for density (5 microVMs): under 3 minutes
     #[arg(long)]
     pub quick: bool,
     /// Directory for bench-results.json, BENCHMARKS.md and bench/*.svg
@@ -81,7 +82,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: Option<u32>,
     /// Most idle sandboxes per runtime in the density phase, instead of the mode's
-    /// (200 full, 20 quick); 0 skips the phase
+    /// (200 full, 20 quick; microVMs at most 30 and 5); 0 skips the phase
     #[arg(long, value_name = "N")]
     pub density: Option<u32>,
     /// The in-sandbox benchmark program [default: cordon-syscall-bench next to cordon]
@@ -104,7 +105,13 @@ pub(crate) struct Params {
     pub io_reps: u32,
     pub io_mib: u64,
     pub mem_reps: u32,
+    /// Startup samples stop for a runtime and workload once it has this many...
+    pub startup_min_samples: u32,
+    /// ...and has spent this long on them (a microVM takes seconds per run here).
+    pub startup_budget_s: u64,
     pub density_bound: u32,
+    /// Density bound for the microvm tier (each guest holds its memory).
+    pub density_vm_bound: u32,
     /// Stop the density phase when MemAvailable drops below this.
     pub density_mem_floor_mib: u64,
 }
@@ -122,8 +129,11 @@ impl Params {
                 io_reps: 2,
                 io_mib: 256,
                 mem_reps: 3,
+                startup_min_samples: 5,
+                startup_budget_s: 8,
                 density_bound: 20,
-                density_mem_floor_mib: 2048,
+                density_vm_bound: 5,
+                density_mem_floor_mib: mem_floor_mib(),
             }
         } else {
             Params {
@@ -136,8 +146,11 @@ impl Params {
                 io_reps: 5,
                 io_mib: 256,
                 mem_reps: 7,
+                startup_min_samples: 20,
+                startup_budget_s: 60,
                 density_bound: 200,
-                density_mem_floor_mib: 2048,
+                density_vm_bound: 30,
+                density_mem_floor_mib: mem_floor_mib(),
             }
         };
         if let Some(n) = args.runs {
@@ -147,9 +160,11 @@ impl Params {
             p.cpu_reps = p.cpu_reps.min(n);
             p.io_reps = p.io_reps.min(n);
             p.mem_reps = p.mem_reps.min(n);
+            p.startup_min_samples = p.startup_min_samples.min(n);
         }
         if let Some(d) = args.density {
             p.density_bound = d;
+            p.density_vm_bound = p.density_vm_bound.min(d);
         }
         p
     }
@@ -168,6 +183,20 @@ impl Params {
             Workload::Idle,
         ]
     }
+}
+
+/// The density phase stops when MemAvailable falls below 2 GiB or 15% of the host's memory,
+/// whichever is more, leaving room for everything else on the machine.
+fn mem_floor_mib() -> u64 {
+    let total_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024);
+    (total_mib * 15 / 100).max(2048)
 }
 
 fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {

@@ -32,14 +32,18 @@ const REFERENCE: &[(&str, &str, f64)] = &[
     ("syscall_ns open_read_close", "runsc", 86_000.0),
 ];
 
-/// The peer to compare a tier with: the first measured of the same isolation class.
-pub(crate) fn closest_peer<'a, T>(tier: &str, have: &'a BTreeMap<String, T>) -> Option<&'a str> {
-    let order: &[&str] = match tier {
+/// The peers nearest to a tier's isolation, nearest first.
+fn peer_preference(tier: &str) -> &'static [&'static str] {
+    match tier {
         "cordon-sentry" => &["runsc", "crun", "runc", "bwrap"],
         "cordon-microvm" => &["qemu", "runsc", "crun", "runc"],
         _ => &["crun", "runc", "bwrap", "runsc"],
-    };
-    order
+    }
+}
+
+/// The peer to compare a tier with: the first measured in its preference order.
+pub(crate) fn closest_peer<'a, T>(tier: &str, have: &'a BTreeMap<String, T>) -> Option<&'a str> {
+    peer_preference(tier)
         .iter()
         .find_map(|p| have.get_key_value(*p).map(|(k, _)| k.as_str()))
 }
@@ -98,7 +102,8 @@ fn headline(md: &mut String, r: &Results) {
         };
         let _ = writeln!(
             md,
-            "{tier} against native and against its closest peer, **{peer}** (same isolation class):\n"
+            "{tier} against native and against its closest peer, **{peer}** (the first measured of {}, nearest isolation first):\n",
+            peer_preference(tier).join(", ")
         );
         let _ = writeln!(
             md,
@@ -315,6 +320,18 @@ pub(crate) fn render(r: &Results, charts: &[PathBuf]) -> String {
         );
     }
     md.push('\n');
+    let notes: Vec<String> = r
+        .runtimes
+        .iter()
+        .flat_map(|rt| rt.notes.iter().map(move |n| format!("- {}: {n}", rt.name)))
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(
+            md,
+            "Not measured, or measured less:\n\n{}\n",
+            notes.join("\n")
+        );
+    }
     let has = |name: &str| {
         charts
             .iter()

@@ -35,6 +35,8 @@ struct Track<'a> {
     status: Status,
     consecutive: u32,
     errors: Vec<String>,
+    /// What was not measured, and why.
+    notes: Vec<String>,
 }
 
 impl Track<'_> {
@@ -44,6 +46,25 @@ impl Track<'_> {
 
     fn ok(&mut self) {
         self.consecutive = 0;
+    }
+
+    /// Records a note once.
+    fn note(&mut self, text: String) {
+        if !self.notes.contains(&text) {
+            eprintln!("cordon bench: {}: {text}", self.rt.name);
+            self.notes.push(text);
+        }
+    }
+
+    /// True (with a note) when `w` cannot be measured in this runtime.
+    fn skips(&mut self, metric: &str, w: &Workload) -> bool {
+        match self.rt.cannot_run(w) {
+            Some(why) => {
+                self.note(format!("{metric}: not measured: {why}"));
+                true
+            }
+            None => false,
+        }
     }
 
     fn error(&mut self, phase: &str, e: &RunError) {
@@ -157,6 +178,7 @@ pub(crate) fn run_all(
             status: Status::Active,
             consecutive: 0,
             errors: Vec::new(),
+            notes: Vec::new(),
         })
         .collect();
     let mut m = Metrics::default();
@@ -193,6 +215,7 @@ pub(crate) fn run_all(
                 Status::Failed(r) => Some(("failed", r)),
             },
             t.errors,
+            t.notes,
         ));
     }
     m
@@ -201,6 +224,7 @@ pub(crate) fn run_all(
 fn startup(runner: &Runner, fx: &Fixture, tracks: &mut [Track<'_>], p: &Params, m: &mut Metrics) {
     let workloads = [Workload::True, Workload::Python];
     let mut samples: Vec<Samples> = vec![Samples::new(); workloads.len()];
+    let budget_ms = p.startup_budget_s as f64 * 1e3;
     rounds(
         runner,
         tracks,
@@ -208,6 +232,18 @@ fn startup(runner: &Runner, fx: &Fixture, tracks: &mut [Track<'_>], p: &Params, 
         p.warmup + p.runs,
         |round, t| {
             for (w, s) in workloads.iter().zip(samples.iter_mut()) {
+                // A slow runtime stops once it has enough samples and has used its time.
+                let taken = s.get(&t.rt.name).map(|v| (v.len(), v.iter().sum::<f64>()));
+                if let Some((n, spent)) = taken {
+                    if n >= p.startup_min_samples as usize && spent >= budget_ms {
+                        t.note(format!(
+                            "startup_ms {}: {n} samples (its {} s time budget was used up)",
+                            w.key(),
+                            p.startup_budget_s
+                        ));
+                        continue;
+                    }
+                }
                 let out = runner.run(t.rt, fx, w, RUN_TIMEOUT)?;
                 if round >= p.warmup {
                     push(s, t.rt, ms(out.elapsed));
@@ -245,6 +281,9 @@ fn syscalls(runner: &Runner, fx: &Fixture, tracks: &mut [Track<'_>], p: &Params,
     };
     let (mut getppid, mut orc) = (Samples::new(), Samples::new());
     rounds(runner, tracks, "syscall_ns", p.syscall_reps, |_, t| {
+        if t.skips("syscall_ns", &w) {
+            return Ok(());
+        }
         let v = numbers(runner, fx, t.rt, &w, &["getppid_ns", "open_read_close_ns"])?;
         push(&mut getppid, t.rt, v[0]);
         push(&mut orc, t.rt, v[1]);
@@ -259,6 +298,9 @@ fn cpu(runner: &Runner, fx: &Fixture, tracks: &mut [Track<'_>], p: &Params, m: &
     let w = Workload::Cpu { iters: p.cpu_iters };
     let mut samples = Samples::new();
     rounds(runner, tracks, "cpu_ratio", p.cpu_reps, |_, t| {
+        if t.skips("cpu_ratio", &w) {
+            return Ok(());
+        }
         let v = numbers(runner, fx, t.rt, &w, &["cpu_ms"])?;
         push(&mut samples, t.rt, v[0]);
         Ok(())
@@ -281,6 +323,9 @@ fn io(runner: &Runner, fx: &Fixture, tracks: &mut [Track<'_>], p: &Params, m: &m
     let w = Workload::Io { mib: p.io_mib };
     let (mut write, mut read) = (Samples::new(), Samples::new());
     rounds(runner, tracks, "io_mib_s", p.io_reps, |_, t| {
+        if t.skips("io_mib_s", &w) {
+            return Ok(());
+        }
         let v = numbers(runner, fx, t.rt, &w, &["write_mib_s", "read_mib_s"])?;
         push(&mut write, t.rt, v[0]);
         push(&mut read, t.rt, v[1]);
@@ -362,17 +407,18 @@ fn task_counts() -> Option<(u64, u64)> {
 }
 
 fn density(runner: &Runner, fx: &mut Fixture, rt: &Runtime, p: &Params) -> DensityResult {
+    let bound = rt.density_cap(p.density_bound, p.density_vm_bound);
     eprintln!(
-        "cordon bench: density: {} up to {} idle sandboxes",
-        rt.name, p.density_bound
+        "cordon bench: density: {} up to {bound} idle sandboxes",
+        rt.name
     );
-    let every = (p.density_bound / 10).max(1);
+    let every = (bound / 10).max(1);
     let mut live = Vec::new();
     let mut ready_ms = Vec::new();
     let mut checkpoints = Vec::new();
     let mut stop_reason = None;
     let mut last_checkpoint = 0usize;
-    for i in 1..=p.density_bound {
+    for i in 1..=bound {
         if runner.interrupted() {
             stop_reason = Some("interrupted".to_string());
             break;
@@ -404,7 +450,7 @@ fn density(runner: &Runner, fx: &mut Fixture, rt: &Runtime, p: &Params) -> Densi
                 break;
             }
         }
-        if i % every == 0 || i == p.density_bound {
+        if i % every == 0 || i == bound {
             let table = ProcTable::scan();
             let total_kib: u64 = live
                 .iter()
@@ -448,7 +494,7 @@ fn density(runner: &Runner, fx: &mut Fixture, rt: &Runtime, p: &Params) -> Densi
         );
     }
     DensityResult {
-        bound: p.density_bound,
+        bound,
         reached,
         stop_reason,
         ready_ms,

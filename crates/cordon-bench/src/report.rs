@@ -190,6 +190,8 @@ pub(crate) struct RuntimeInfo {
     pub version: Option<String>,
     pub isolation: Option<String>,
     pub errors: Vec<String>,
+    /// What was not measured for this runtime, and why.
+    pub notes: Vec<String>,
 }
 
 impl RuntimeInfo {
@@ -197,6 +199,7 @@ impl RuntimeInfo {
         rt: &Runtime,
         status: Option<(&'static str, String)>,
         errors: Vec<String>,
+        notes: Vec<String>,
     ) -> RuntimeInfo {
         let (status, reason) = match status {
             None => ("measured", None),
@@ -210,6 +213,7 @@ impl RuntimeInfo {
             version: Some(rt.version.clone()),
             isolation: Some(rt.isolation.to_string()),
             errors,
+            notes,
         }
     }
 
@@ -222,6 +226,7 @@ impl RuntimeInfo {
             version: None,
             isolation: None,
             errors: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
@@ -311,6 +316,8 @@ const METHOD: &[&str] = &[
     "syscall_ns: cordon-syscall-bench (static) inside each sandbox: median of ~2 ms batches of getppid, and of open+read+close of a 64-byte file in /tmp, over the budget; the table shows the median over runs.",
     "cpu_ratio: a fixed multiply-xorshift loop in cordon-syscall-bench, median time over native's.",
     "io_mib_s: 256 MiB written in 1 MiB chunks to /tmp (tmpfs everywhere; native uses a tmpfs of the same size), fsync, then read back.",
+    "The microvm tier cannot mount host directories yet: it runs /bin/true and python3 from its own root image, idles with `sh -c 'echo ready; exec cat >/dev/null'` instead of the benchmark program, and the phases that need the program (syscall_ns, cpu_ratio, io_mib_s) skip it, saying so. Its density bound is lower (each guest holds its memory).",
+    "A slow runtime stops taking startup samples once it has the minimum count and has spent its time budget (params.startup_min_samples, params.startup_budget_s); n in each table says how many it got.",
     "density: idle sandboxes (the workload prints ready and waits for end of file on stdin) started one after another; ready time per sandbox and PSS per sandbox at checkpoints; stops early on failure, low MemAvailable or too many tasks; all released by closing their stdin, leftovers killed and deleted.",
 ];
 

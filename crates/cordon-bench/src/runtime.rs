@@ -232,8 +232,41 @@ impl Runtime {
             Launcher::Oci {
                 engine: OciEngine::Runsc,
                 ..
+            } | Launcher::Cordon {
+                tier: TierKind::Microvm,
+                ..
             }
         )
+    }
+
+    fn is_microvm(&self) -> bool {
+        matches!(
+            self.launcher,
+            Launcher::Cordon {
+                tier: TierKind::Microvm,
+                ..
+            }
+        )
+    }
+
+    /// Why `w` cannot be measured in this runtime, if it cannot.
+    pub(crate) fn cannot_run(&self, w: &Workload) -> Option<&'static str> {
+        let needs_program = matches!(
+            w,
+            Workload::Syscalls { .. } | Workload::Cpu { .. } | Workload::Io { .. }
+        );
+        (self.is_microvm() && needs_program).then_some(
+            "the microvm tier has no --mount yet, so the benchmark program cannot be brought into the guest",
+        )
+    }
+
+    /// The most idle sandboxes worth starting for density: a microVM holds a guest's memory.
+    pub(crate) fn density_cap(&self, bound: u32, vm_bound: u32) -> u32 {
+        if self.is_microvm() {
+            bound.min(vm_bound)
+        } else {
+            bound
+        }
     }
 
     /// The command that runs `w` in a fresh sandbox and returns when it is gone.
@@ -242,6 +275,23 @@ impl Runtime {
         let argv = w.argv(&in_sandbox, "/tmp");
         let mut keep = Vec::new();
         let mut cmd = match &self.launcher {
+            Launcher::Cordon {
+                bin,
+                tier: TierKind::Microvm,
+            } => {
+                // No host mounts in a VM: the idle workload is the shell's equivalent.
+                let argv = match w {
+                    Workload::Idle => vec![
+                        "/bin/sh".to_string(),
+                        "-c".to_string(),
+                        "echo ready; exec cat >/dev/null".to_string(),
+                    ],
+                    _ => argv,
+                };
+                let mut c = Command::new(bin);
+                c.args(["run", "--tier", "microvm", "--"]).args(&argv);
+                c
+            }
             Launcher::Cordon { bin, tier } => {
                 let mut c = Command::new(bin);
                 c.arg("run")
@@ -411,7 +461,9 @@ pub(crate) fn detect(
                     "namespaces + cgroups + seccomp allowlist + no capabilities + pivot_root"
                 }
                 TierKind::Sentry => "syscall interception",
-                TierKind::Microvm => "virtual machine",
+                TierKind::Microvm => {
+                    "a virtual machine per sandbox (qemu microvm) with its own kernel"
+                }
             },
         });
     }
