@@ -54,6 +54,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Remove what sandboxes of killed cordon processes left behind (cgroups, processes)
     Gc,
+    /// Attempt real escapes from inside every tier (and bare, and under reference runtimes)
+    Probe(Box<cordon_probe::harness::ProbeArgs>),
     /// Measure cordon's tiers and peer runtimes side by side and write a report
     Bench(Box<cordon_bench::BenchArgs>),
     /// The microVM tier's assets: `setup` fetches the guest kernel and builds the images
@@ -242,6 +244,7 @@ fn main() -> ExitCode {
             }
             0
         }
+        Command::Probe(args) => cordon_probe::harness::run(*args),
         Command::Gc => match tier.collect_garbage() {
             Ok(r) => {
                 for d in &r.removed {

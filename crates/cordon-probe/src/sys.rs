@@ -175,6 +175,15 @@ pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: i16, timeout_ms: i32) -> io::
     Ok(n > 0)
 }
 
+/// `open(2)` with exactly `flags` (no O_CLOEXEC added): for descriptors meant to be inherited.
+pub(crate) fn open_raw(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is NUL-terminated; the mode argument is unused without O_CREAT.
+    owned(libc::c_long::from(unsafe {
+        libc::open(c.as_ptr(), flags, 0)
+    }))
+}
+
 /// Whether `fd` is an open descriptor of this process (`fcntl(F_GETFD)` opens nothing).
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the descriptor flags; an unused number gives EBADF.
