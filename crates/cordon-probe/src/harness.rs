@@ -182,6 +182,7 @@ fn try_run(args: &ProbeArgs) -> Result<i32, HarnessError> {
             .map(|p| ProbeInfo {
                 name: p.name.to_string(),
                 class: p.class.name().to_string(),
+                reach: p.reach,
                 description: p.description.to_string(),
             })
             .collect(),
@@ -217,6 +218,8 @@ pub fn judge(matrix: &Matrix, requested: &[String]) -> (i32, Vec<String>) {
             (ColumnKind::CordonTier, None) => {
                 for (probe, cell) in &c.results {
                     match cell.result {
+                        // It escaped the guest's confinement; the tier's boundary is the VM.
+                        Verdict::Escaped if matrix.inside_guest(c, probe) => {}
                         Verdict::Escaped => {
                             escapes.push(format!("{probe} ESCAPED {}: {}", c.name, cell.detail))
                         }
@@ -257,6 +260,13 @@ struct ColumnPlan {
     name: String,
     kind: ColumnKind,
     command: Vec<String>,
+    guest_kernel: bool,
+}
+
+/// Whether a tier runs the workload on a kernel of its own (a virtual machine's guest). Such a
+/// tier cannot bind-mount a host file either: the probe travels in its root filesystem.
+fn has_guest_kernel(tier: TierKind) -> bool {
+    matches!(tier, TierKind::Microvm)
 }
 
 fn plan_columns(
@@ -289,6 +299,7 @@ fn plan_columns(
             name: "bare".into(),
             kind: ColumnKind::Bare,
             command: probe_args(&probe_host),
+            guest_kernel: false,
         });
     }
     let tiers: Vec<TierKind> = if args.all {
@@ -299,13 +310,24 @@ fn plan_columns(
         args.tiers.clone()
     };
     for tier in tiers {
+        let guest_kernel = has_guest_kernel(tier);
+        let delivery = if guest_kernel {
+            let rootfs = bait.probe_rootfs(probe_bin)?;
+            ["--rootfs".to_string(), rootfs.display().to_string()]
+        } else {
+            [
+                "--mount".to_string(),
+                format!("{probe_host}:{PROBE_IN_SANDBOX}:ro"),
+            ]
+        };
         let mut command: Vec<String> = vec![
             cordon.display().to_string(),
             "run".into(),
             "--tier".into(),
             tier.name().into(),
-            "--mount".into(),
-            format!("{probe_host}:{PROBE_IN_SANDBOX}:ro"),
+        ];
+        command.extend(delivery);
+        command.extend([
             "--pids".into(),
             TIER_PIDS.to_string(),
             "--memory".into(),
@@ -313,12 +335,13 @@ fn plan_columns(
             "--timeout".into(),
             format!("{}s", args.timeout.as_secs().max(1)),
             "--".into(),
-        ];
+        ]);
         command.extend(probe_args(PROBE_IN_SANDBOX));
         plans.push(ColumnPlan {
             name: tier.name().into(),
             kind: ColumnKind::CordonTier,
             command,
+            guest_kernel,
         });
     }
     for cmd in &args.runtime_cmds {
@@ -352,6 +375,7 @@ fn plan_columns(
             name,
             kind: ColumnKind::Reference,
             command,
+            guest_kernel: false,
         });
     }
     Ok(plans)
@@ -368,6 +392,7 @@ fn run_column(plan: ColumnPlan, selected: &[&Probe], cwd: &Path, timeout: Durati
         status: String::new(),
         stderr: String::new(),
         results: BTreeMap::new(),
+        guest_kernel: plan.guest_kernel,
     };
     // Started in the bait directory: a runtime that does not reset the working directory
     // hands the workload a directory outside its root (the CVE-2024-21626 shape).
@@ -544,6 +569,20 @@ impl Bait {
     }
 }
 
+impl Bait {
+    /// A root filesystem holding only the (static) probe binary, for tiers that cannot
+    /// bind-mount it; created once, inside the bait directory.
+    fn probe_rootfs(&self, probe_bin: &Path) -> Result<PathBuf, HarnessError> {
+        let root = self.dir.join("rootfs");
+        let exe = root.join(PROBE_IN_SANDBOX.trim_start_matches('/'));
+        if !exe.exists() {
+            fs::create_dir_all(&root).map_err(io_err("creating", &root))?;
+            fs::copy(probe_bin, &exe).map_err(io_err("copying the probe to", &exe))?;
+        }
+        Ok(root)
+    }
+}
+
 impl Drop for Bait {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
@@ -631,6 +670,7 @@ impl Drop for HostListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Reach;
 
     fn column(name: &str, kind: ColumnKind, cells: &[(&str, Verdict)]) -> Column {
         Column {
@@ -647,14 +687,21 @@ mod tests {
                     (p.to_string(), Cell { result, detail })
                 })
                 .collect(),
+            guest_kernel: false,
         }
     }
 
     fn matrix(columns: Vec<Column>) -> Matrix {
+        let probe = |name: &str, reach| ProbeInfo {
+            name: name.into(),
+            class: String::new(),
+            reach,
+            description: String::new(),
+        };
         Matrix {
             kernel: String::new(),
             probe_bin: String::new(),
-            probes: Vec::new(),
+            probes: vec![probe("a", Reach::Kernel), probe("b", Reach::Host)],
             columns,
         }
     }
@@ -686,6 +733,23 @@ mod tests {
         assert!(why[0].starts_with("a ESCAPED container"), "{why:?}");
         let err = column("container", ColumnKind::CordonTier, &[("a", Error)]);
         assert_eq!(judge(&matrix(vec![err]), &[]).0, 2);
+    }
+
+    #[test]
+    fn guest_kernel_escapes_count_only_when_they_reach_the_host() {
+        use Verdict::*;
+        let vm = |cells: &[(&str, Verdict)]| Column {
+            guest_kernel: true,
+            ..column("microvm", ColumnKind::CordonTier, cells)
+        };
+        assert_eq!(
+            judge(&matrix(vec![vm(&[("a", Escaped), ("b", Blocked)])]), &[]).0,
+            0
+        );
+        assert_eq!(
+            judge(&matrix(vec![vm(&[("a", Blocked), ("b", Escaped)])]), &[]).0,
+            1
+        );
     }
 
     #[test]

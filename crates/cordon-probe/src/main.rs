@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the probes: name, class, what each attempts
+    /// List the probes: name, class, what they reach for (the kernel they run on, or the
+    /// host), what each attempts
     List {
         /// One JSON object per line
         #[arg(long)]
@@ -62,11 +63,16 @@ fn main() -> ExitCode {
                     serde_json::json!({
                         "probe": p.name,
                         "class": p.class.name(),
+                        "reach": p.reach.name(),
                         "description": p.description,
                     })
                     .to_string()
                 } else {
-                    format!("{:<21} {:<13} {}", p.name, p.class, p.description)
+                    let reach = p.reach.name();
+                    format!(
+                        "{:<21} {:<13} {reach:<7} {}",
+                        p.name, p.class, p.description
+                    )
                 };
                 if writeln!(out, "{line}").is_err() {
                     return ExitCode::from(2);

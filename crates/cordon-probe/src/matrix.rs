@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Reach;
 use crate::verdict::Verdict;
 
 /// What ran the probes of a column.
@@ -42,6 +43,10 @@ pub struct Column {
     pub stderr: String,
     /// Probe name -> result.
     pub results: BTreeMap<String, Cell>,
+    /// The probes ran on the sandbox's own kernel (a virtual machine's guest): what a
+    /// kernel-reach probe escapes there is the guest's confinement, not the host's.
+    #[serde(default)]
+    pub guest_kernel: bool,
 }
 
 impl Column {
@@ -55,6 +60,7 @@ impl Column {
 pub struct ProbeInfo {
     pub name: String,
     pub class: String,
+    pub reach: Reach,
     pub description: String,
 }
 
@@ -70,6 +76,8 @@ pub struct Matrix {
 
 /// Marks a tier's result that proves nothing on this host (see [`Matrix::unproven`]).
 const UNPROVEN: &str = "*";
+/// Marks an escape that stayed inside a guest kernel (see [`Matrix::inside_guest`]).
+const GUEST: &str = "(guest)";
 
 impl Matrix {
     pub fn column(&self, name: &str) -> Option<&Column> {
@@ -90,12 +98,37 @@ impl Matrix {
             .is_some_and(|c| c.result != Verdict::Escaped)
     }
 
-    fn any_unproven(&self) -> bool {
+    /// Whether an escape of `probe` in `col` stayed inside the sandbox's own guest kernel:
+    /// the probe attacks the kernel it runs on, and that kernel is not the host's.
+    pub fn inside_guest(&self, col: &Column, probe: &str) -> bool {
+        col.guest_kernel
+            && self
+                .probes
+                .iter()
+                .any(|p| p.name == probe && p.reach == Reach::Kernel)
+    }
+
+    fn any_marked(&self, mark: &str) -> bool {
         self.probes.iter().any(|p| {
             self.columns
                 .iter()
-                .any(|c| self.cell_text(c, &p.name).ends_with(UNPROVEN))
+                .any(|c| self.cell_text(c, &p.name).ends_with(mark))
         })
+    }
+
+    fn footnotes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.any_marked(UNPROVEN) {
+            notes.push(format!(
+                "{UNPROVEN} the probe did not escape the bare host either: this result proves no defence here"
+            ));
+        }
+        if self.any_marked(GUEST) {
+            notes.push(format!(
+                "{GUEST} escaped its confinement inside the sandbox's own guest kernel, not the host: not an escape of the tier"
+            ));
+        }
+        notes
     }
 
     fn cell_text(&self, col: &Column, probe: &str) -> String {
@@ -105,10 +138,15 @@ impl Matrix {
         match col.results.get(probe) {
             None => "-".to_string(),
             Some(c) => {
-                let mark = if col.kind != ColumnKind::Bare
-                    && c.result != Verdict::Escaped
-                    && self.unproven(probe)
-                {
+                let mark = if col.kind == ColumnKind::Bare {
+                    ""
+                } else if c.result == Verdict::Escaped {
+                    if self.inside_guest(col, probe) {
+                        GUEST
+                    } else {
+                        ""
+                    }
+                } else if self.unproven(probe) {
                     UNPROVEN
                 } else {
                     ""
@@ -140,7 +178,12 @@ impl Matrix {
         let width = self
             .columns
             .iter()
-            .map(|c| c.name.len().max(12))
+            .map(|c| {
+                self.probes
+                    .iter()
+                    .map(|p| self.cell_text(c, &p.name).len())
+                    .fold(c.name.len().max(11), usize::max)
+            })
             .collect::<Vec<_>>();
         let _ = write!(out, "{:<21} {:<13}", "PROBE", "CLASS");
         for (c, w) in self.columns.iter().zip(&width) {
@@ -155,11 +198,8 @@ impl Matrix {
             out.push('\n');
         }
         out.push('\n');
-        if self.any_unproven() {
-            let _ = writeln!(
-                out,
-                "{UNPROVEN} the probe did not escape the bare host either: this result proves no defence here"
-            );
+        for note in self.footnotes() {
+            let _ = writeln!(out, "{note}");
         }
         for c in &self.columns {
             let _ = writeln!(out, "{}: {}", c.name, Matrix::summary(c));
@@ -169,7 +209,7 @@ impl Matrix {
 
     /// The matrix as Markdown: the columns and their commands, the matrix, then every detail.
     pub fn render_markdown(&self) -> String {
-        let esc = |s: &str| s.replace('|', "\\|");
+        let esc = |s: &str| s.replace('|', "\\|").replace('*', "\\*");
         let mut out = String::from("# cordon escape probes\n\n");
         let _ = writeln!(out, "- host kernel: `{}`", self.kernel);
         let _ = writeln!(out, "- probe binary: `{}`\n", self.probe_bin);
@@ -200,17 +240,14 @@ impl Matrix {
         for p in &self.probes {
             let _ = write!(out, "| `{}` | {} |", p.name, p.class);
             for c in &self.columns {
-                let _ = write!(out, " {} |", self.cell_text(c, &p.name));
+                let _ = write!(out, " {} |", esc(&self.cell_text(c, &p.name)));
             }
             out.push('\n');
         }
-        if self.any_unproven() {
-            let _ = writeln!(
-                out,
-                "\n{UNPROVEN} the probe did not escape the bare host either (see its detail there): the result proves no defence on this host."
-            );
-        }
         out.push('\n');
+        for note in self.footnotes() {
+            let _ = writeln!(out, "{}\n", esc(&note));
+        }
         for c in self.columns.iter().filter(|c| c.unavailable.is_none()) {
             let _ = writeln!(
                 out,
@@ -248,65 +285,89 @@ mod tests {
             stderr: String::new(),
             results: cells
                 .iter()
-                .map(|&(p, v)| {
-                    (
-                        p.to_string(),
-                        Cell {
-                            result: v,
-                            detail: format!("{p} detail"),
-                        },
-                    )
+                .map(|&(p, result)| {
+                    let detail = format!("{p} detail");
+                    (p.to_string(), Cell { result, detail })
                 })
                 .collect(),
+            guest_kernel: false,
         }
     }
 
-    fn matrix() -> Matrix {
+    pub(crate) fn matrix() -> Matrix {
         use Verdict::*;
-        let probe = |n: &str| ProbeInfo {
+        let probe = |n: &str, reach| ProbeInfo {
             name: n.into(),
             class: "c".into(),
+            reach,
             description: "d".into(),
         };
         Matrix {
             kernel: "6.18".into(),
             probe_bin: "/p".into(),
-            probes: vec![probe("kcore"), probe("bpf")],
+            probes: vec![
+                probe("kcore", Reach::Kernel),
+                probe("bpf", Reach::Kernel),
+                probe("secret", Reach::Host),
+            ],
             columns: vec![
                 column(
                     "bare",
                     ColumnKind::Bare,
-                    &[("kcore", Unsupported), ("bpf", Escaped)],
+                    &[
+                        ("kcore", Unsupported),
+                        ("bpf", Escaped),
+                        ("secret", Escaped),
+                    ],
                 ),
                 column(
                     "container",
                     ColumnKind::CordonTier,
-                    &[("kcore", Blocked), ("bpf", Escaped)],
+                    &[("kcore", Blocked), ("bpf", Escaped), ("secret", Blocked)],
                 ),
                 Column {
                     unavailable: Some("the sentry tier is not available".into()),
                     ..column("sentry", ColumnKind::CordonTier, &[])
+                },
+                Column {
+                    guest_kernel: true,
+                    ..column(
+                        "microvm",
+                        ColumnKind::CordonTier,
+                        &[("kcore", Escaped), ("bpf", Blocked), ("secret", Escaped)],
+                    )
                 },
             ],
         }
     }
 
     #[test]
-    fn text_marks_unproven_results() {
+    fn text_marks_unproven_and_guest_results() {
         let t = matrix().render_text();
         let kcore = t.lines().find(|l| l.starts_with("kcore")).unwrap();
         assert!(
-            kcore.contains("UNSUPPORTED") && kcore.contains("BLOCKED*") && kcore.contains("n/a")
+            kcore.contains("UNSUPPORTED") && kcore.contains("BLOCKED*"),
+            "{kcore}"
         );
+        assert!(
+            kcore.contains("n/a") && kcore.contains("ESCAPED(guest)"),
+            "{kcore}"
+        );
+        // A host-reach escape is never excused as a guest's.
+        let secret = t.lines().find(|l| l.starts_with("secret")).unwrap();
+        assert!(!secret.contains("(guest)"), "{secret}");
+        assert!(t.contains("* the probe did not escape the bare host either"));
+        assert!(t.contains("(guest) escaped its confinement inside"));
         assert!(t.contains("sentry: not run: the sentry tier is not available"));
-        assert!(t.contains("container: 1 blocked, 1 escaped (exit 0)"));
+        assert!(t.contains("container: 2 blocked, 1 escaped (exit 0)"));
     }
 
     #[test]
-    fn markdown_escapes_pipes_and_has_details() {
+    fn markdown_escapes_pipes_and_stars_and_has_details() {
         let m = matrix().render_markdown();
         assert!(m.contains("`x a\\|b`"));
-        assert!(m.contains("| `kcore` | c | UNSUPPORTED | BLOCKED* | n/a |"));
+        assert!(m.contains("| `kcore` | c | UNSUPPORTED | BLOCKED\\* | n/a | ESCAPED(guest) |"));
+        assert!(m.contains("\\* the probe did not escape"));
         assert!(m.contains("## container"));
         assert!(!m.contains("## sentry"));
     }
@@ -315,10 +376,12 @@ mod tests {
     fn json_round_trip() {
         let m = matrix();
         let back: Matrix = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
-        assert_eq!(back.columns.len(), 3);
+        assert_eq!(back.columns.len(), 4);
         assert_eq!(
             back.column("container").unwrap().results["bpf"].result,
             Verdict::Escaped
         );
+        assert!(back.column("microvm").unwrap().guest_kernel);
+        assert_eq!(back.probes[2].reach, Reach::Host);
     }
 }

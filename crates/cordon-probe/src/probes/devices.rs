@@ -1,6 +1,6 @@
 //! Raw host devices: the disk, /dev/kvm, /dev/mem. Opened for reading (kvm: read-write, to
-//! ask its API version), never written. Whether the host has the device at all is read from
-//! sysfs, which shows the kernel's devices even where /dev does not.
+//! ask its API version), never written. Whether the kernel has the device at all is read
+//! from sysfs, which shows the kernel's devices even where /dev does not.
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -21,30 +21,27 @@ fn open_device(path: &str, write: bool) -> std::io::Result<fs::File> {
         .open(path)
 }
 
-/// Judges the failure to open a device node the host has (per sysfs).
+/// Judges the failure to open a device node the kernel has (per sysfs).
 fn device_refused(ctx: &Context, path: &str, e: &std::io::Error) -> Outcome {
     if e.raw_os_error() == Some(libc::ENOENT) {
         Outcome::blocked(format!(
-            "{path}: ENOENT (the host has the device; the sandbox's /dev does not)"
+            "{path}: ENOENT (the kernel has the device; this /dev does not)"
         ))
     } else {
         refused(ctx, &format!("open({path})"), e)
     }
 }
 
-/// Opens the host's disk (the first non-loop block device in /sys/block) for reading.
+/// Opens a whole disk (the first non-loop block device in /sys/block) for reading.
 pub(crate) fn dev_disk(ctx: &Context) -> Outcome {
     let (name, maj, min) = host_disk();
     let Some(name) = name else {
         if Path::new("/sys/block").exists() {
-            return Outcome::unsupported("/sys/block lists no disk: the host has none to attack");
+            return Outcome::unsupported("/sys/block lists no disk: the kernel has none to attack");
         }
         return match open_device("/dev/sda", false) {
             Ok(_) => Outcome::escaped("opened /dev/sda for reading"),
-            Err(e) => Outcome::blocked(format!(
-                "no sysfs to find the host's disk; /dev/sda: {}",
-                ename(&e)
-            )),
+            Err(e) => Outcome::blocked(format!("no sysfs to find a disk; /dev/sda: {}", ename(&e))),
         };
     };
     let path = format!("/dev/{name}");
@@ -55,7 +52,7 @@ pub(crate) fn dev_disk(ctx: &Context) -> Outcome {
                 .map(|n| format!("read {n} bytes of it"))
                 .unwrap_or_else(|e| format!("read: {}", ename(&e)));
             Outcome::escaped(format!(
-                "opened {path} ({maj}:{min}, the host's disk) for reading; {read}"
+                "opened {path} ({maj}:{min}, a whole disk) for reading; {read}"
             ))
         }
         Err(e) => device_refused(ctx, &path, &e),
@@ -77,9 +74,11 @@ pub(crate) fn dev_kvm(ctx: &Context) -> Outcome {
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !host_has_it => {
             if Path::new("/sys/class/misc").exists() {
-                Outcome::unsupported("the host has no KVM (/sys/class/misc/kvm is absent)")
+                Outcome::unsupported("the kernel has no KVM (/sys/class/misc/kvm is absent)")
             } else {
-                Outcome::blocked("/dev/kvm: ENOENT (and no sysfs to tell whether the host has KVM)")
+                Outcome::blocked(
+                    "/dev/kvm: ENOENT (and no sysfs to tell whether the kernel has KVM)",
+                )
             }
         }
         Err(e) => device_refused(ctx, "/dev/kvm", &e),
@@ -99,7 +98,7 @@ pub(crate) fn dev_mem(ctx: &Context) -> Outcome {
         match open_device(path, false) {
             Ok(_) => return Outcome::escaped(format!("opened {path} for reading")),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !exists => {
-                notes.push(format!("{path}: absent from the host ({sysfs} missing)"));
+                notes.push(format!("{path}: absent from the kernel ({sysfs} missing)"));
             }
             Err(e) => {
                 let o = device_refused(ctx, path, &e);

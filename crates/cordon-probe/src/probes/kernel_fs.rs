@@ -42,7 +42,7 @@ pub(crate) fn kcore(ctx: &Context) -> Outcome {
 pub(crate) fn core_pattern(ctx: &Context) -> Outcome {
     match open_proc_knob(ctx, "/proc/sys/kernel/core_pattern", true, "core dumps") {
         Ok(_) => Outcome::escaped(
-            "opened /proc/sys/kernel/core_pattern for writing (nothing written): a `|prog` pattern runs prog as host root",
+            "opened /proc/sys/kernel/core_pattern for writing (nothing written): a `|prog` pattern runs prog as root of the initial namespaces",
         ),
         Err(o) => o,
     }
@@ -156,7 +156,7 @@ pub(crate) fn kernel_log(ctx: &Context) -> Outcome {
     if let Ok(n) = syslog {
         if n > 0 {
             return Outcome::escaped(format!(
-                "syslog(SYSLOG_ACTION_READ_ALL) returned {n} bytes of the host's kernel log"
+                "syslog(SYSLOG_ACTION_READ_ALL) returned {n} bytes of the kernel log"
             ));
         }
     }
@@ -167,7 +167,7 @@ pub(crate) fn kernel_log(ctx: &Context) -> Outcome {
         .and_then(|mut f| f.read(&mut buf));
     match (syslog, kmsg) {
         (_, Ok(n)) if n > 0 => Outcome::escaped(format!(
-            "read a {n}-byte record of the host's kernel log from /dev/kmsg"
+            "read a {n}-byte record of the kernel log from /dev/kmsg"
         )),
         (Err(e), Err(k)) => {
             let o = refused(ctx, "syslog(SYSLOG_ACTION_READ_ALL)", &e);

@@ -192,7 +192,7 @@ pub(crate) fn cgroup_release_agent(ctx: &Context) -> Outcome {
         match fs::OpenOptions::new().write(true).open(&agent) {
             Ok(_) => {
                 return Outcome::escaped(format!(
-                "opened {} for writing (nothing written): the host kernel runs it as root{caveat}",
+                "opened {} for writing (nothing written): the kernel runs it as root of the initial namespaces{caveat}",
                 agent.display()
             ))
             }
@@ -242,7 +242,7 @@ pub(crate) fn cgroup_release_agent(ctx: &Context) -> Outcome {
     }
 }
 
-/// The host's first disk as (name, major, minor), from /sys/block (loop, ram and zram devices
+/// The kernel's first whole disk as (name, major, minor), from /sys/block (loop, ram and zram devices
 /// are skipped); (None, 8, 0) = sda when sysfs does not tell.
 pub(crate) fn host_disk() -> (Option<String>, u32, u32) {
     let mut names: Vec<String> = fs::read_dir("/sys/block")

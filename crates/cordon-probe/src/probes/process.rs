@@ -37,7 +37,7 @@ pub(crate) fn host_pid_ns(_ctx: &Context) -> Outcome {
         ));
     }
     let kthreadd = if foreign.iter().any(|&p| comm_of(p) == "kthreadd") {
-        " incl. kthreadd (kernel threads: the host's PID namespace)"
+        " incl. kthreadd (kernel threads: the initial PID namespace)"
     } else {
         ""
     };
