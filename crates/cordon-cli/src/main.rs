@@ -67,7 +67,7 @@ enum Command {
 enum MicrovmCommand {
     /// Fetch the guest kernel (Debian's cloud kernel) and build the root image and initramfs
     Setup,
-    /// Remove work files of microVM sandboxes whose cordon was killed
+    /// Remove snapshots, stale initramfs images and work files of killed cordons
     Gc,
 }
 
@@ -239,7 +239,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Microvm(MicrovmCommand::Gc) => {
-            for p in cordon_microvm::MicrovmTier::default().collect_garbage() {
+            for p in cordon_microvm::MicrovmTier::default().collect_all_garbage() {
                 eprintln!("cordon microvm gc: removed {}", p.display());
             }
             0

@@ -83,7 +83,7 @@ fn vmms_of(pid: u32) -> Vec<u32> {
         if args
             .first()
             .is_some_and(|a| a.ends_with(b"qemu-system-x86_64"))
-            && args.iter().any(|a| *a == marker.as_bytes())
+            && args.contains(&marker.as_bytes())
         {
             found.push(p);
         }

@@ -199,10 +199,53 @@ impl MicrovmTier {
         assets::collect_garbage(&[self.cache.root.clone(), self.snapshot_root.clone()])
     }
 
+    /// [`Self::collect_garbage`], plus every snapshot (each is remade on its next use) and
+    /// every initramfs but the current one: `cordon microvm gc`.
+    pub fn collect_all_garbage(&self) -> Vec<PathBuf> {
+        let mut removed = self.collect_garbage();
+        let current = self
+            .cache
+            .kernel()
+            .ok()
+            .and_then(|k| self.cache.initramfs(&k).ok());
+        let entries = |d: PathBuf| {
+            std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+        };
+        for snap in entries(self.snapshot_root.clone()) {
+            if std::fs::remove_dir_all(&snap).is_ok() {
+                removed.push(snap);
+            }
+        }
+        for cpio in entries(self.cache.root.join("initramfs")) {
+            if Some(&cpio) != current.as_ref() && std::fs::remove_file(&cpio).is_ok() {
+                removed.push(cpio);
+            }
+        }
+        removed
+    }
+
     /// Runs `spec` to its end (create, start, wait), with the container tier's exit semantics.
     pub fn run(&self, spec: &SandboxSpec) -> Result<ExitOutcome, SandboxError> {
         let deadline = spec.timeout.map(|t| Instant::now() + t);
-        self.create(spec)?.start()?.wait(deadline)
+        let t0 = Instant::now();
+        let running = self.create(spec)?.start()?;
+        let timing = std::env::var_os("CORDON_MICROVM_TIMING").is_some();
+        let (outcome, first_word) = running.wait_timed(deadline);
+        if timing {
+            // Where a sandbox's time goes: until the agent first answers (VMM start, snapshot
+            // load or boot) and from then to the exit report (the command in the guest).
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let first = first_word.map_or(0.0, |f| ms(f - t0));
+            eprintln!(
+                "cordon: microvm: first_word_ms={first:.1} total_ms={:.1}",
+                ms(t0.elapsed())
+            );
+        }
+        outcome
     }
 
     fn vm_config(&self, spec: &SandboxSpec, accel: Accel) -> Result<VmConfig, MicrovmError> {
@@ -234,6 +277,7 @@ impl MicrovmTier {
             memory_mib,
             vcpus,
             accel,
+            cpu_model: std::env::var("CORDON_MICROVM_CPU").unwrap_or_else(|_| "max".into()),
             memory: GuestMemory::Anonymous,
         })
     }
@@ -404,10 +448,21 @@ impl RunningSandbox for RunningVm {
             .map_err(|e| tier_err("signalling the command", GuestError::Io(e).into()))
     }
 
-    fn wait(mut self, deadline: Option<Instant>) -> Result<ExitOutcome, SandboxError> {
+    fn wait(self, deadline: Option<Instant>) -> Result<ExitOutcome, SandboxError> {
+        self.wait_timed(deadline).0
+    }
+}
+
+impl RunningVm {
+    /// [`RunningSandbox::wait`], also saying when the agent first answered.
+    pub fn wait_timed(
+        mut self,
+        deadline: Option<Instant>,
+    ) -> (Result<ExitOutcome, SandboxError>, Option<Instant>) {
         let result = self.session.pump(deadline);
+        let first = self.session.first_word;
         self.session.vm.kill();
-        result.map_err(|e| {
+        let result = result.map_err(|e| {
             if self.debug {
                 eprintln!("cordon: microvm: last guest console lines:");
                 for l in self.session.console.lines() {
@@ -415,6 +470,7 @@ impl RunningSandbox for RunningVm {
                 }
             }
             tier_err("running the command", e.into())
-        })
+        });
+        (result, first)
     }
 }

@@ -45,7 +45,7 @@ impl Qemu {
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         match config.accel {
-            Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+            Accel::Tcg => push(&["-accel", "tcg", "-cpu", &config.cpu_model]),
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
         }
         push(&[

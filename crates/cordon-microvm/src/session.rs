@@ -42,6 +42,9 @@ pub enum GuestError {
 pub struct ConsoleLog {
     lines: VecDeque<String>,
     partial: Vec<u8>,
+    /// The first panic or agent failure line, kept even when the tail has moved past it
+    /// (a panic's stack trace is longer than the tail).
+    cause: Option<String>,
 }
 
 const CONSOLE_LINES: usize = 40;
@@ -54,6 +57,11 @@ impl ConsoleLog {
                     .trim_end()
                     .to_string();
                 self.partial.clear();
+                if self.cause.is_none()
+                    && (line.contains("Kernel panic") || line.contains("cordon-agent: fatal:"))
+                {
+                    self.cause = Some(line.clone());
+                }
                 if self.lines.len() == CONSOLE_LINES {
                     self.lines.pop_front();
                 }
@@ -74,7 +82,8 @@ impl ConsoleLog {
 
     /// Explains a VM that stopped without an exit report, from what it printed last.
     pub fn diagnose(&self, status: &str) -> GuestError {
-        let lines = self.lines();
+        let mut lines = self.lines();
+        lines.extend(self.cause.clone());
         if let Some(l) = lines.iter().find(|l| l.contains("Kernel panic")) {
             let why = l.split("Kernel panic - not syncing:").nth(1).unwrap_or(l);
             return GuestError::Panic(why.trim().to_string());
@@ -97,6 +106,8 @@ pub struct Session {
     pub console: ConsoleLog,
     frames: FrameBuffer,
     buf: Vec<u8>,
+    /// When the agent first spoke after the command was sent (restore timing).
+    pub first_word: Option<Instant>,
 }
 
 enum Event {
@@ -115,6 +126,7 @@ impl Session {
             console: ConsoleLog::default(),
             frames: FrameBuffer::default(),
             buf: vec![0; CHUNK],
+            first_word: None,
         }
     }
 
@@ -272,6 +284,7 @@ impl Session {
             match self.next_event(wait, stdin, Some(sigfd))? {
                 Event::Frame(m) => {
                     last_word = Instant::now();
+                    self.first_word.get_or_insert(last_word);
                     match m {
                         GuestMsg::Stdout(data) => {
                             let _ = sys::write_all(1, &data);
@@ -327,6 +340,9 @@ mod tests {
             log.push(format!("line {i}\n").as_bytes());
         }
         log.push(b"[ 1.0] Kernel panic - not syncing: sysrq triggered crash\r\n");
+        for i in 0..100 {
+            log.push(format!("trace {i}\n").as_bytes());
+        }
         log.push(b"partial");
         let lines = log.lines();
         assert_eq!(lines.len(), CONSOLE_LINES + 1);

@@ -33,6 +33,7 @@ impl Snapshot {
             vmm.name().to_string(),
             vmm.version(),
             config.accel.to_string(),
+            config.cpu_model.clone(),
             config.kernel.display().to_string(),
             config.initramfs.display().to_string(),
             config.rootfs.display().to_string(),

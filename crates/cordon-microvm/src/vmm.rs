@@ -55,6 +55,8 @@ pub struct VmConfig {
     pub memory_mib: u64,
     pub vcpus: u32,
     pub accel: Accel,
+    /// The guest CPU model under TCG (`max`: every feature qemu emulates).
+    pub cpu_model: String,
     pub memory: GuestMemory,
 }
 

@@ -137,10 +137,13 @@ fn boot() -> Result<File, AgentError> {
         || "creating the command's cgroup".into(),
         command::prepare_cgroup(),
     )?;
-    let _ = sys::sethostname("cordon");
+    let _ = sys::sethostname(BOOT_HOSTNAME);
     warm_up();
     Ok(port)
 }
+
+/// The hostname set at boot (cordon's default).
+pub(crate) const BOOT_HOSTNAME: &str = "cordon";
 
 /// Size of /tmp as mounted at boot (cordon's default; a different size is a remount).
 pub(crate) const BOOT_TMP_BYTES: u64 = 512 << 20;
@@ -265,6 +268,8 @@ fn serve(mut port: File) -> Result<(), AgentError> {
     loop {
         match next_host_msg(&mut port)? {
             HostMsg::Run(req) => {
+                // An immediate sign of life: the host times the restore by it.
+                let _ = send(&mut port, &GuestMsg::Heartbeat);
                 let report = command::run(&mut port, &req);
                 return step(
                     || "reporting the exit".into(),
