@@ -671,25 +671,7 @@ impl Drop for HostListener {
 mod tests {
     use super::*;
     use crate::catalog::Reach;
-
-    fn column(name: &str, kind: ColumnKind, cells: &[(&str, Verdict)]) -> Column {
-        Column {
-            name: name.into(),
-            kind,
-            command: Vec::new(),
-            unavailable: None,
-            status: "exit 0".into(),
-            stderr: String::new(),
-            results: cells
-                .iter()
-                .map(|&(p, result)| {
-                    let detail = String::new();
-                    (p.to_string(), Cell { result, detail })
-                })
-                .collect(),
-            guest_kernel: false,
-        }
-    }
+    use crate::matrix::tests::column;
 
     fn matrix(columns: Vec<Column>) -> Matrix {
         let probe = |name: &str, reach| ProbeInfo {

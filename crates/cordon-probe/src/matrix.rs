@@ -272,10 +272,11 @@ impl Matrix {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn column(name: &str, kind: ColumnKind, cells: &[(&str, Verdict)]) -> Column {
+    /// A column with `cells`, each detailed as "<probe> detail".
+    pub(crate) fn column(name: &str, kind: ColumnKind, cells: &[(&str, Verdict)]) -> Column {
         Column {
             name: name.into(),
             kind,

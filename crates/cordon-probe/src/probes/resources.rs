@@ -134,26 +134,33 @@ fn detonate(body: impl FnOnce(&OwnedFd) -> Option<i32>) -> Result<Detonation, Ou
     })
 }
 
-/// Describes how a bomb that did not reach its bound ended.
-fn stopped(d: &Detonation, done_mib: u64) -> Outcome {
-    if libc::WIFSIGNALED(d.status) {
-        let sig = libc::WTERMSIG(d.status);
-        let why = if sig == libc::SIGKILL {
-            " (an OOM kill: a memory limit, or all of the kernel's memory)"
-        } else {
-            ""
-        };
-        return Outcome::blocked(format!("killed by signal {sig}{why} after ~{done_mib} MiB"));
-    }
-    match d.errno {
-        Some(e) => Outcome::blocked(format!(
-            "refused with {} after ~{done_mib} MiB",
-            super::errno_name(e)
-        )),
-        None => Outcome::error(format!(
-            "the bomb ended with wait status {:#x} after ~{done_mib} MiB",
-            d.status
-        )),
+impl Detonation {
+    /// ESCAPED with `reached` when the bomb reached its bound (exit 0), else how it was
+    /// stopped.
+    fn verdict(&self, reached: String) -> Outcome {
+        let done_mib = self.chunks * CHUNK / MIB;
+        if libc::WIFEXITED(self.status) && libc::WEXITSTATUS(self.status) == 0 {
+            return Outcome::escaped(reached);
+        }
+        if libc::WIFSIGNALED(self.status) {
+            let sig = libc::WTERMSIG(self.status);
+            let why = if sig == libc::SIGKILL {
+                " (an OOM kill: a memory limit, or all of the kernel's memory)"
+            } else {
+                ""
+            };
+            return Outcome::blocked(format!("killed by signal {sig}{why} after ~{done_mib} MiB"));
+        }
+        match self.errno {
+            Some(e) => Outcome::blocked(format!(
+                "refused with {} after ~{done_mib} MiB",
+                super::errno_name(e)
+            )),
+            None => Outcome::error(format!(
+                "the bomb ended with wait status {:#x} after ~{done_mib} MiB",
+                self.status
+            )),
+        }
     }
 }
 
@@ -208,15 +215,10 @@ pub(crate) fn memory_bomb(ctx: &Context) -> Outcome {
         Ok(d) => d,
         Err(o) => return o,
     };
-    let done = d.chunks * CHUNK / MIB;
-    if libc::WIFEXITED(d.status) && libc::WEXITSTATUS(d.status) == 0 {
-        Outcome::escaped(format!(
-            "allocated and touched {} MiB; no limit stopped it (freed again)",
-            target / MIB
-        ))
-    } else {
-        stopped(&d, done)
-    }
+    d.verdict(format!(
+        "allocated and touched {} MiB; no limit stopped it (freed again)",
+        target / MIB
+    ))
 }
 
 /// Writes up to [`DISK_BOMB_BYTES`] to a file in /tmp from a child, then removes the file.
@@ -267,13 +269,8 @@ pub(crate) fn disk_fill(_ctx: &Context) -> Outcome {
         Ok(d) => d,
         Err(o) => return o,
     };
-    let done = d.chunks * CHUNK / MIB;
-    if libc::WIFEXITED(d.status) && libc::WEXITSTATUS(d.status) == 0 {
-        Outcome::escaped(format!(
-            "wrote {} MiB to /tmp; no quota stopped it (removed again)",
-            target / MIB
-        ))
-    } else {
-        stopped(&d, done)
-    }
+    d.verdict(format!(
+        "wrote {} MiB to /tmp; no quota stopped it (removed again)",
+        target / MIB
+    ))
 }
