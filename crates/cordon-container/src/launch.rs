@@ -146,6 +146,7 @@ fn setup(cfg: &ChildConfig<'_>) -> Result<Prepared, SetupError> {
             sys::exit_now(125);
         }
     }
+    hide_command_line();
     // Nothing in the container may open this process's /proc/1/{exe,mem,fd,root}: that would
     // expose the runtime binary and host resources.
     sys::prctl(libc::PR_SET_DUMPABLE, 0).step(|| "marking the init non-dumpable".into())?;
@@ -210,6 +211,39 @@ fn setup(cfg: &ChildConfig<'_>) -> Result<Prepared, SetupError> {
         })?;
     }
     Ok(Prepared { tty, fifo })
+}
+
+/// Overwrites this process's argument area (what /proc/PID/cmdline shows) with a neutral
+/// name: the init is visible inside the container, and cordon's own command line names host
+/// paths (mount sources, bundles). PR_SET_MM would move the area but needs CAP_SYS_RESOURCE.
+fn hide_command_line() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return;
+    };
+    // Fields 48 and 49 (arg_start, arg_end); `rest` starts at field 3.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(start), Some(end)) = (
+        fields.get(45).and_then(|f| f.parse::<usize>().ok()),
+        fields.get(46).and_then(|f| f.parse::<usize>().ok()),
+    ) else {
+        return;
+    };
+    if end <= start || end - start > 1 << 20 {
+        return;
+    }
+    let name = b"cordon-init";
+    // SAFETY: [start, end) is this process's own argv area, mapped writable on its stack (the
+    // kernel reports it for this very process); Rust copied the arguments at startup and
+    // nothing refers to the original bytes any more. Only bytes inside the area are written.
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
+        area.fill(0);
+        let n = name.len().min(area.len().saturating_sub(1));
+        area[..n].copy_from_slice(&name[..n]);
+    }
 }
 
 fn resolve_executable(cfg: &ChildConfig<'_>) -> Result<(), String> {

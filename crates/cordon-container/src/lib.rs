@@ -268,7 +268,12 @@ pub fn sandbox_config(spec: &SandboxSpec, host_uid: u32, host_gid: u32) -> Conta
             gid: spec.gid,
             additional_gids: Vec::new(),
             caps: CapSets::uniform(caps),
-            rlimits: vec![(libc::RLIMIT_CORE, 0, 0)],
+            // No core dumps; no real-time or raised scheduling priority whatever the caller had.
+            rlimits: vec![
+                (libc::RLIMIT_CORE, 0, 0),
+                (libc::RLIMIT_RTPRIO, 0, 0),
+                (libc::RLIMIT_NICE, 0, 0),
+            ],
             no_new_privileges: true,
             seccomp: Some(seccomp_policy::workload_policy()),
             notify: None,

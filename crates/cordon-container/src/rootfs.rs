@@ -46,6 +46,7 @@ impl<T> Context<T> for io::Result<T> {
 /// /proc entries hidden behind a read-only /dev/null (files) or an empty read-only tmpfs (dirs).
 const MASKED_PROC_FILES: &[&str] = &[
     "kcore",
+    "kallsyms",
     "sysrq-trigger",
     "keys",
     "key-users",

@@ -14,12 +14,21 @@ const NS: &str = "cordon-engine-test";
 fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 fn sh(script: &str) -> Output {
-    Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).output().expect("running sh")
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running sh")
 }
 
 fn text(b: &[u8]) -> String {
@@ -52,7 +61,11 @@ impl Drop for Daemon {
 fn wait_for(path: &Path, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{what} did not come up ({} missing)", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not come up ({} missing)",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -75,7 +88,9 @@ impl Drop for Workdir {
         let _ = fs::remove_dir_all(&self.0);
         let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(NS));
         let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(format!("{NS}-docker")));
-        for ctrl in ["memory", "pids", "cpu", "devices", "cpuset", "blkio", "freezer", "cpuacct"] {
+        for ctrl in [
+            "memory", "pids", "cpu", "devices", "cpuset", "blkio", "freezer", "cpuacct",
+        ] {
             for leaf in [NS.to_string(), format!("{NS}-docker")] {
                 let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(ctrl).join(leaf));
             }
@@ -105,7 +120,11 @@ tar -C $W/layout -cf $W/image.tar .
         dir = dir.display()
     );
     let out = sh(&script);
-    assert!(out.status.success(), "building the image: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "building the image: {}",
+        text(&out.stderr)
+    );
     dir.join("image.tar")
 }
 
@@ -145,14 +164,24 @@ fn ctr(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn missing_tools() -> Option<String> {
-    for tool in ["containerd", "ctr", "dockerd", "/usr/bin/docker", "/bin/busybox", "sha256sum", "tar"] {
+    for tool in [
+        "containerd",
+        "ctr",
+        "dockerd",
+        "/usr/bin/docker",
+        "/bin/busybox",
+        "sha256sum",
+        "tar",
+    ] {
         let found = if tool.starts_with('/') {
             Path::new(tool).exists()
         } else {
             sh(&format!("command -v {tool}")).status.success()
         };
         if !found {
-            return Some(format!("{tool} is not installed (scripts/setup.sh installs it)"));
+            return Some(format!(
+                "{tool} is not installed (scripts/setup.sh installs it)"
+            ));
         }
     }
     None
@@ -177,18 +206,73 @@ fn containerd_and_docker_run_containers_through_cordon() {
     // containerd: import, run (output, exit code, --rm), exec, kill.
     let out = ctr(dir, &["images", "import", image.to_str().unwrap()]);
     assert!(out.status.success(), "import: {}", text(&out.stderr));
-    let out = ctr(dir, &["run", "--rm", "--runc-binary", CORDON_OCI, IMAGE, "c1", "sh", "-c", "echo hello from cordon; exit 3"]);
-    assert_eq!(text(&out.stdout), "hello from cordon\n", "{}", text(&out.stderr));
+    let out = ctr(
+        dir,
+        &[
+            "run",
+            "--rm",
+            "--runc-binary",
+            CORDON_OCI,
+            IMAGE,
+            "c1",
+            "sh",
+            "-c",
+            "echo hello from cordon; exit 3",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "hello from cordon\n",
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&ctr(dir, &["containers", "ls", "-q"]).stdout).trim().is_empty(), "--rm left a container");
-    let out = ctr(dir, &["run", "-d", "--runc-binary", CORDON_OCI, IMAGE, "c2", "sleep", "100"]);
+    assert!(
+        text(&ctr(dir, &["containers", "ls", "-q"]).stdout)
+            .trim()
+            .is_empty(),
+        "--rm left a container"
+    );
+    let out = ctr(
+        dir,
+        &[
+            "run",
+            "-d",
+            "--runc-binary",
+            CORDON_OCI,
+            IMAGE,
+            "c2",
+            "sleep",
+            "100",
+        ],
+    );
     assert!(out.status.success(), "run -d: {}", text(&out.stderr));
-    let state = Path::new("/run/containerd/runc").join(NS).join("c2/state.json");
-    assert!(state.exists(), "the task was not created by cordon-oci ({} missing)", state.display());
-    let out = ctr(dir, &["task", "exec", "--exec-id", "e1", "c2", "sh", "-c", "echo exec-ok; exit 5"]);
+    let state = Path::new("/run/containerd/runc")
+        .join(NS)
+        .join("c2/state.json");
+    assert!(
+        state.exists(),
+        "the task was not created by cordon-oci ({} missing)",
+        state.display()
+    );
+    let out = ctr(
+        dir,
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            "c2",
+            "sh",
+            "-c",
+            "echo exec-ok; exit 5",
+        ],
+    );
     assert_eq!(text(&out.stdout), "exec-ok\n", "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(5));
-    assert!(ctr(dir, &["task", "kill", "-s", "SIGKILL", "c2"]).status.success());
+    assert!(ctr(dir, &["task", "kill", "-s", "SIGKILL", "c2"])
+        .status
+        .success());
     let deadline = Instant::now() + Duration::from_secs(10);
     while !text(&ctr(dir, &["task", "ls"]).stdout).contains("STOPPED") {
         assert!(Instant::now() < deadline, "c2 did not stop after kill");
@@ -243,7 +327,11 @@ fn containerd_and_docker_run_containers_through_cordon() {
         assert!(Instant::now() < deadline, "dockerd did not answer");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = docker(&["import", dir.join("layer.tar").to_str().unwrap(), "cordon-busybox"]);
+    let out = docker(&[
+        "import",
+        dir.join("layer.tar").to_str().unwrap(),
+        "cordon-busybox",
+    ]);
     assert!(out.status.success(), "docker import: {}", text(&out.stderr));
     for runtime in ["cordon", "cordon-container"] {
         let out = docker(&[
@@ -251,7 +339,12 @@ fn containerd_and_docker_run_containers_through_cordon() {
             "--memory", "64m", "--pids-limit", "20", "cordon-busybox", "sh", "-c",
             "echo $FOO; pwd; id -u; grep -E '^(CapEff|Seccomp):' /proc/self/status; ls /sys/class/net; exit 7",
         ]);
-        assert_eq!(out.status.code(), Some(7), "{runtime}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(7),
+            "{runtime}: {}",
+            text(&out.stderr)
+        );
         assert_eq!(
             text(&out.stdout),
             "bar\n/tmp\n1000\nCapEff:\t0000000000000000\nSeccomp:\t2\nlo\n",
@@ -259,25 +352,112 @@ fn containerd_and_docker_run_containers_through_cordon() {
         );
     }
     // The memory and pids limits reach the container.
-    let out = docker(&["run", "--rm", "--runtime", "cordon", "--network", "none", "--memory", "32m", "cordon-busybox", "sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"]);
-    assert_eq!(out.status.code(), Some(137), "memory limit: {}", text(&out.stdout));
-    let out = docker(&["run", "--rm", "--runtime", "cordon", "--network", "none", "--pids-limit", "10", "cordon-busybox", "sh", "-c", "for i in $(seq 30); do sleep 2 & done; wait; echo done"]);
-    assert!(text(&out.stderr).contains("fork"), "pids limit not enforced: {}", text(&out.stderr));
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "cordon",
+        "--network",
+        "none",
+        "--memory",
+        "32m",
+        "cordon-busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "memory limit: {}",
+        text(&out.stdout)
+    );
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "cordon",
+        "--network",
+        "none",
+        "--pids-limit",
+        "10",
+        "cordon-busybox",
+        "sh",
+        "-c",
+        "for i in $(seq 30); do sleep 2 & done; wait; echo done",
+    ]);
+    assert!(
+        text(&out.stderr).contains("fork"),
+        "pids limit not enforced: {}",
+        text(&out.stderr)
+    );
     // exec, stop (SIGTERM reaches the workload), kill -s.
-    let cid = text(&docker(&["run", "-d", "--runtime", "cordon", "--network", "none", "--pids-limit", "10", "cordon-busybox", "sleep", "100"]).stdout).trim().to_string();
+    let cid = text(
+        &docker(&[
+            "run",
+            "-d",
+            "--runtime",
+            "cordon",
+            "--network",
+            "none",
+            "--pids-limit",
+            "10",
+            "cordon-busybox",
+            "sleep",
+            "100",
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
     assert!(!cid.is_empty());
-    let pids_max = Path::new("/sys/fs/cgroup/pids").join(format!("{NS}-docker")).join(&cid).join("pids.max");
+    let pids_max = Path::new("/sys/fs/cgroup/pids")
+        .join(format!("{NS}-docker"))
+        .join(&cid)
+        .join("pids.max");
     if Path::new("/sys/fs/cgroup/pids").exists() {
-        assert_eq!(fs::read_to_string(&pids_max).unwrap_or_default().trim(), "10", "{}", pids_max.display());
+        assert_eq!(
+            fs::read_to_string(&pids_max).unwrap_or_default().trim(),
+            "10",
+            "{}",
+            pids_max.display()
+        );
     }
     let out = docker(&["exec", &cid, "sh", "-c", "echo exec-ok; exit 9"]);
-    assert_eq!((out.status.code(), text(&out.stdout)), (Some(9), "exec-ok\n".to_string()), "{}", text(&out.stderr));
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(9), "exec-ok\n".to_string()),
+        "{}",
+        text(&out.stderr)
+    );
     let started = Instant::now();
     assert!(docker(&["stop", "-t", "5", &cid]).status.success());
-    assert!(started.elapsed() < Duration::from_secs(5), "docker stop needed SIGKILL");
-    assert_eq!(text(&docker(&["inspect", "-f", "{{.State.ExitCode}}", &cid]).stdout).trim(), "143");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "docker stop needed SIGKILL"
+    );
+    assert_eq!(
+        text(&docker(&["inspect", "-f", "{{.State.ExitCode}}", &cid]).stdout).trim(),
+        "143"
+    );
     assert!(docker(&["rm", &cid]).status.success());
-    let cid = text(&docker(&["run", "-d", "--runtime", "cordon", "--network", "none", "cordon-busybox", "sh", "-c", "trap 'exit 42' USR1; while :; do sleep 0.1; done"]).stdout).trim().to_string();
+    let cid = text(
+        &docker(&[
+            "run",
+            "-d",
+            "--runtime",
+            "cordon",
+            "--network",
+            "none",
+            "cordon-busybox",
+            "sh",
+            "-c",
+            "trap 'exit 42' USR1; while :; do sleep 0.1; done",
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
     std::thread::sleep(Duration::from_millis(500));
     assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
     assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
@@ -286,5 +466,9 @@ fn containerd_and_docker_run_containers_through_cordon() {
     drop(containerd);
     drop(work);
     let left = sh("pgrep -f 'cordon-engine[s]-' || true");
-    assert!(text(&left.stdout).trim().is_empty(), "processes left: {}", text(&left.stdout));
+    assert!(
+        text(&left.stdout).trim().is_empty(),
+        "processes left: {}",
+        text(&left.stdout)
+    );
 }
