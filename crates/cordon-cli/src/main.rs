@@ -121,6 +121,9 @@ struct RunArgs {
     /// Print diagnostics when a sandbox fails (microvm: the guest console's last lines)
     #[arg(long)]
     debug: bool,
+    /// sentry: append the JSON audit log of refused syscalls to FILE (default: stderr, rate-limited)
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -174,6 +177,7 @@ fn report(err: &dyn std::error::Error) {
 
 fn run(tier: &ContainerTier, args: RunArgs) -> Result<i32, SandboxError> {
     let debug = args.debug;
+    let audit_log = args.audit_log.clone();
     let spec = args.into_spec();
     spec.validate()?;
     if spec.tier == TierKind::Microvm {
@@ -187,11 +191,46 @@ fn run(tier: &ContainerTier, args: RunArgs) -> Result<i32, SandboxError> {
         }
         return Ok(outcome.exit_code());
     }
+    if spec.tier == TierKind::Sentry {
+        return run_sentry(tier, &spec, audit_log, debug);
+    }
     if spec.tier != TierKind::Container {
         return Err(SandboxError::TierUnavailable(spec.tier));
     }
     let deadline = spec.timeout.map(|t| Instant::now() + t);
     let outcome = tier.create_started(&spec)?.wait(deadline)?;
+    if let Some(why) = outcome.explanation() {
+        eprintln!("cordon: {why}");
+    }
+    Ok(outcome.exit_code())
+}
+
+fn run_sentry(
+    tier: &ContainerTier,
+    spec: &SandboxSpec,
+    audit_log: Option<PathBuf>,
+    debug: bool,
+) -> Result<i32, SandboxError> {
+    let audit = match audit_log {
+        None => cordon_sentry::AuditSink::Stderr,
+        Some(path) => cordon_sentry::AuditSink::File(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| SandboxError::Tier {
+                    tier: TierKind::Sentry,
+                    step: format!("opening the audit log {}", path.display()),
+                    source: Box::new(e),
+                })?,
+        ),
+    };
+    let sentry = cordon_sentry::SentryTier {
+        container: tier.clone(),
+        audit,
+        debug,
+    };
+    let outcome = sentry.run(spec)?;
     if let Some(why) = outcome.explanation() {
         eprintln!("cordon: {why}");
     }

@@ -1,0 +1,1173 @@
+//! The supervisor: receives each trapped syscall, copies its arguments out of the workload,
+//! resolves its paths in the sandbox's view, applies the policy, performs the call itself
+//! and answers with the result (or installs the new fd in the workload and answers in one
+//! step with `SECCOMP_ADDFD_FLAG_SEND`). Nothing is ever let through with
+//! `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: a decision on memory the workload can still change
+//! would be a time-of-check/time-of-use hole.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use crate::audit::{AuditLog, Denial};
+use crate::notify_policy;
+use crate::sys::{self, Notification};
+use crate::view::{self, canonical, join, judge, self_fd_path, Errno, SysResult, Verdict, View};
+
+const PAGE: u64 = 4096;
+
+/// What the workload gets back.
+enum Reply {
+    Val(i64),
+    Fd(OwnedFd, bool),
+}
+
+/// One trapped call and what has been learnt about its caller.
+struct Call<'l> {
+    n: Notification,
+    listener: BorrowedFd<'l>,
+    status: Option<Status>,
+    pidfd: Option<OwnedFd>,
+}
+
+/// From /proc/TID/status.
+#[derive(Clone, Copy)]
+struct Status {
+    tgid: u32,
+    ns_tgid: u32,
+    ns_tid: u32,
+    umask: u32,
+}
+
+impl Call<'_> {
+    fn arg(&self, i: usize) -> u64 {
+        self.n.args[i]
+    }
+
+    #[allow(clippy::cast_possible_truncation)]
+    fn arg_i32(&self, i: usize) -> i32 {
+        self.n.args[i] as i32
+    }
+
+    /// Fails with ENOENT-like EINTR when the caller is gone (the data may be another
+    /// process's); checked after every copy from the workload.
+    fn still_valid(&self) -> SysResult<()> {
+        if sys::notif_id_valid(self.listener, self.n.id) {
+            Ok(())
+        } else {
+            Err(Errno(libc::EINTR))
+        }
+    }
+
+    /// Copies a NUL-terminated string (at most PATH_MAX bytes) out of the caller.
+    fn cstr(&self, addr: u64) -> SysResult<Vec<u8>> {
+        if addr == 0 {
+            return Err(Errno(libc::EFAULT));
+        }
+        let mut out = Vec::new();
+        let mut at = addr;
+        while out.len() < libc::PATH_MAX as usize {
+            let chunk = (PAGE - at % PAGE) as usize;
+            let start = out.len();
+            out.resize(start + chunk, 0);
+            let got = sys::read_remote(self.n.pid, at, &mut out[start..])
+                .map_err(|_| Errno(libc::EFAULT))?;
+            out.truncate(start + got);
+            if let Some(nul) = out[start..].iter().position(|&b| b == 0) {
+                out.truncate(start + nul);
+                self.still_valid()?;
+                return Ok(out);
+            }
+            if got < chunk {
+                return Err(Errno(libc::EFAULT));
+            }
+            at += chunk as u64;
+        }
+        Err(Errno(libc::ENAMETOOLONG))
+    }
+
+    /// Copies `len` bytes out of the caller.
+    fn bytes(&self, addr: u64, len: usize) -> SysResult<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        if len > 0 {
+            let got =
+                sys::read_remote(self.n.pid, addr, &mut buf).map_err(|_| Errno(libc::EFAULT))?;
+            if got != len {
+                return Err(Errno(libc::EFAULT));
+            }
+        }
+        self.still_valid()?;
+        Ok(buf)
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> SysResult<()> {
+        sys::write_remote(self.n.pid, addr, data).map_err(|_| Errno(libc::EFAULT))
+    }
+
+    fn status(&mut self) -> SysResult<Status> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.n.pid))
+            .map_err(|_| Errno(libc::ESRCH))?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let last = |v: Vec<&str>| v.last().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        let umask = field("Umask:")
+            .first()
+            .and_then(|s| u32::from_str_radix(s, 8).ok())
+            .unwrap_or(0o022);
+        let s = Status {
+            tgid: last(field("Tgid:")),
+            ns_tgid: last(field("NStgid:")),
+            ns_tid: last(field("NSpid:")),
+            umask,
+        };
+        self.status = Some(s);
+        Ok(s)
+    }
+
+    /// A pidfd for the caller's thread group.
+    fn pidfd(&mut self) -> SysResult<BorrowedFd<'_>> {
+        if self.pidfd.is_none() {
+            let tgid = self.status()?.tgid;
+            self.pidfd = Some(sys::pidfd_open(tgid)?);
+        }
+        Ok(self.pidfd.as_ref().expect("just set").as_fd())
+    }
+
+    /// A duplicate of the caller's fd `fd`.
+    fn their_fd(&mut self, fd: i32) -> SysResult<OwnedFd> {
+        let pidfd = self.pidfd()?;
+        sys::pidfd_getfd(pidfd, fd).map_err(|_| Errno(libc::EBADF))
+    }
+
+    /// Applies the caller's umask to what the supervisor creates for it.
+    fn use_umask(&mut self) -> SysResult<()> {
+        let mask = self.status()?.umask;
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(mask) };
+        Ok(())
+    }
+
+    /// A sandbox-absolute path for `path` relative to `dirfd` (AT_FDCWD or the caller's fd).
+    fn absolute(&mut self, dirfd: i32, path: &[u8]) -> SysResult<Vec<u8>> {
+        if path.is_empty() {
+            return Err(Errno(libc::ENOENT));
+        }
+        if path[0] == b'/' {
+            return self.rewrite_self(path);
+        }
+        let link = if dirfd == libc::AT_FDCWD {
+            format!("/proc/{}/cwd", self.n.pid)
+        } else {
+            format!("/proc/{}/fd/{dirfd}", self.n.pid)
+        };
+        let link = CString::new(link).expect("no NUL");
+        let base = sys::readlinkat(libc::AT_FDCWD, &link).map_err(|_| Errno(libc::EBADF))?;
+        if base.first() != Some(&b'/') {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        if base.ends_with(b" (deleted)") {
+            return Err(Errno(libc::ENOENT));
+        }
+        Ok(join(&base, path))
+    }
+
+    /// `/proc/self`, `/proc/thread-self` and the `/dev/std*` and `/dev/fd` links name the
+    /// caller, which the supervisor (outside the sandbox's PID namespace) is not.
+    fn rewrite_self(&mut self, path: &[u8]) -> SysResult<Vec<u8>> {
+        let prefixed = |p: &[u8], pre: &[u8]| {
+            p.starts_with(pre) && (p.len() == pre.len() || p[pre.len()] == b'/')
+        };
+        let fixed: &[(&[u8], &str)] = &[
+            (b"/dev/stdin", "fd/0"),
+            (b"/dev/stdout", "fd/1"),
+            (b"/dev/stderr", "fd/2"),
+        ];
+        for (name, tail) in fixed {
+            if path == *name {
+                let s = self.status()?;
+                return Ok(format!("/proc/{}/{tail}", s.ns_tgid).into_bytes());
+            }
+        }
+        let swaps: &[(&[u8], bool)] = &[
+            (b"/proc/self", false),
+            (b"/proc/thread-self", true),
+            (b"/dev/fd", false),
+        ];
+        for &(pre, thread) in swaps {
+            if prefixed(path, pre) {
+                let s = self.status()?;
+                let mut out = if thread {
+                    format!("/proc/{}/task/{}", s.ns_tgid, s.ns_tid)
+                } else {
+                    format!("/proc/{}", s.ns_tgid)
+                }
+                .into_bytes();
+                if pre == b"/dev/fd" {
+                    out.extend_from_slice(b"/fd");
+                }
+                out.extend_from_slice(&path[pre.len()..]);
+                return Ok(out);
+            }
+        }
+        Ok(path.to_vec())
+    }
+
+    /// The fd number when `abs` names one of the caller's own fds through /proc.
+    fn own_fd(&mut self, abs: &[u8]) -> SysResult<Option<i32>> {
+        if !abs.starts_with(b"/proc/") {
+            return Ok(None);
+        }
+        let s = self.status()?;
+        let text = String::from_utf8_lossy(abs);
+        let mut parts = text.trim_end_matches('/').split('/').skip(2);
+        if parts.next() != Some(&s.ns_tgid.to_string()) {
+            return Ok(None);
+        }
+        let rest: Vec<&str> = parts.collect();
+        let n = match rest.as_slice() {
+            ["fd", n] => n,
+            ["task", _, "fd", n] => n,
+            _ => return Ok(None),
+        };
+        Ok(n.parse().ok())
+    }
+}
+
+/// The supervisor of one sandbox.
+#[derive(Debug)]
+pub struct Supervisor {
+    view: View,
+    uid: u32,
+    gid: u32,
+    audit: AuditLog,
+    pub handled: u64,
+}
+
+fn cstring(b: &[u8]) -> SysResult<CString> {
+    CString::new(b).map_err(|_| Errno(libc::EINVAL))
+}
+
+fn ret(r: libc::c_long) -> SysResult<i64> {
+    sys::path_call(|| r).map_err(Errno::from)
+}
+
+fn as_bytes<T>(v: &T) -> &[u8] {
+    // SAFETY: any initialised value can be viewed as bytes for its size.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+impl Supervisor {
+    pub fn new(view: View, uid: u32, gid: u32, audit: AuditLog) -> Self {
+        Supervisor {
+            view,
+            uid,
+            gid,
+            audit,
+            handled: 0,
+        }
+    }
+
+    pub fn audit(&mut self) -> &mut AuditLog {
+        &mut self.audit
+    }
+
+    /// Handles one pending notification on `listener`.
+    pub fn handle(&mut self, listener: BorrowedFd<'_>) {
+        let Ok(n) = sys::notif_recv(listener) else {
+            return; // the caller died or was interrupted meanwhile
+        };
+        self.handled += 1;
+        let mut call = Call {
+            n,
+            listener,
+            status: None,
+            pidfd: None,
+        };
+        let switched =
+            (self.uid != 0 || self.gid != 0).then(|| sys::set_fs_ids(self.uid, self.gid));
+        let result = self.dispatch(&mut call);
+        if let Some((u, g)) = switched {
+            sys::set_fs_ids(u, g);
+        }
+        let _ = match result {
+            Ok(Reply::Val(v)) => sys::notif_send(listener, n.id, v, 0),
+            Ok(Reply::Fd(fd, cloexec)) => {
+                sys::notif_addfd_send(listener, n.id, fd.as_fd(), cloexec).map(drop)
+            }
+            Err(Errno(e)) => sys::notif_send(listener, n.id, 0, e),
+        };
+    }
+
+    fn deny(
+        &mut self,
+        call: &Call<'_>,
+        path: Option<&[u8]>,
+        errno: i32,
+        reason: &'static str,
+    ) -> Errno {
+        self.audit.record(&Denial {
+            pid: call.n.pid,
+            syscall: notify_policy::name(call.n.nr),
+            path,
+            detail: None,
+            errno,
+            reason,
+        });
+        Errno(errno)
+    }
+
+    /// Checks the policy on the object behind `fd`.
+    fn check(&mut self, call: &Call<'_>, fd: BorrowedFd<'_>, write: bool) -> SysResult<()> {
+        let path = canonical(fd)?;
+        self.check_path(call, &path, write)
+    }
+
+    fn check_path(&mut self, call: &Call<'_>, path: &[u8], write: bool) -> SysResult<()> {
+        match judge(path, write) {
+            Verdict::Allow => Ok(()),
+            Verdict::Hidden => Err(self.deny(call, Some(path), libc::ENOENT, "hidden path")),
+            Verdict::ReadOnly => Err(self.deny(call, Some(path), libc::EACCES, "read-only path")),
+        }
+    }
+
+    /// The parent directory of a path the call will create, remove or rename, checked for
+    /// writing.
+    fn parent(
+        &mut self,
+        call: &mut Call<'_>,
+        dirfd: i32,
+        path: &[u8],
+    ) -> SysResult<(OwnedFd, Vec<u8>)> {
+        let abs = call.absolute(dirfd, path)?;
+        let (pfd, name) = self.view.resolve_parent(&abs)?;
+        let name = name.to_vec();
+        let full = join(&canonical(pfd.as_fd())?, &name);
+        self.check_path(call, &full, true)?;
+        Ok((pfd, name))
+    }
+
+    /// An `O_PATH` fd for the object a stat-like call names (following the last symlink
+    /// unless `nofollow`; `empty` allows the empty path for the dirfd itself).
+    fn target(
+        &mut self,
+        call: &mut Call<'_>,
+        dirfd: i32,
+        path: &[u8],
+        nofollow: bool,
+        empty: bool,
+        write: bool,
+    ) -> SysResult<OwnedFd> {
+        if path.is_empty() {
+            if !empty {
+                return Err(Errno(libc::ENOENT));
+            }
+            return if dirfd == libc::AT_FDCWD {
+                let cwd = CString::new(format!("/proc/{}/cwd", call.n.pid)).expect("no NUL");
+                Ok(sys::openat(libc::AT_FDCWD, &cwd, libc::O_PATH)?)
+            } else {
+                call.their_fd(dirfd)
+            };
+        }
+        let abs = call.absolute(dirfd, path)?;
+        if !nofollow {
+            if let Some(n) = call.own_fd(&abs)? {
+                return call.their_fd(n);
+            }
+        }
+        let flags = libc::O_PATH | if nofollow { libc::O_NOFOLLOW } else { 0 };
+        let fd = self.view.resolve(&abs, flags, 0, 0)?;
+        self.check(call, fd.as_fd(), write)?;
+        Ok(fd)
+    }
+
+    fn dispatch(&mut self, c: &mut Call<'_>) -> SysResult<Reply> {
+        let nr = i64::from(c.n.nr);
+        let at = libc::AT_FDCWD;
+        let val = |v: i64| Ok(Reply::Val(v));
+        match nr {
+            libc::SYS_open => self.open(c, at, c.arg(0), c.arg_i32(1), c.arg(2), 0),
+            libc::SYS_creat => self.open(
+                c,
+                at,
+                c.arg(0),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                c.arg(1),
+                0,
+            ),
+            libc::SYS_openat => self.open(c, c.arg_i32(0), c.arg(1), c.arg_i32(2), c.arg(3), 0),
+            libc::SYS_openat2 => {
+                let size = usize::try_from(c.arg(3)).unwrap_or(usize::MAX);
+                if size < 24 {
+                    return Err(Errno(libc::EINVAL));
+                }
+                if size > 4096 {
+                    return Err(Errno(libc::E2BIG));
+                }
+                let how = c.bytes(c.arg(2), size)?;
+                if how[24..].iter().any(|&b| b != 0) {
+                    return Err(Errno(libc::E2BIG));
+                }
+                let word = |i: usize| {
+                    u64::from_ne_bytes(how[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+                };
+                let flags = i32::try_from(word(0)).map_err(|_| Errno(libc::EINVAL))?;
+                self.open(c, c.arg_i32(0), c.arg(1), flags, word(1), word(2))
+            }
+            libc::SYS_stat => self.stat(c, at, c.arg(0), c.arg(1), 0),
+            libc::SYS_lstat => self.stat(c, at, c.arg(0), c.arg(1), libc::AT_SYMLINK_NOFOLLOW),
+            libc::SYS_newfstatat => self.stat(c, c.arg_i32(0), c.arg(1), c.arg(2), c.arg_i32(3)),
+            libc::SYS_statx => {
+                let path = c.cstr(c.arg(1))?;
+                let flags = c.arg_i32(2);
+                let fd = self.target(
+                    c,
+                    c.arg_i32(0),
+                    &path,
+                    flags & libc::AT_SYMLINK_NOFOLLOW != 0,
+                    flags & libc::AT_EMPTY_PATH != 0,
+                    false,
+                )?;
+                #[allow(clippy::cast_possible_truncation)]
+                let buf = sys::statx_empty(
+                    fd.as_fd(),
+                    flags & libc::AT_STATX_SYNC_TYPE,
+                    c.arg(3) as u32,
+                )?;
+                c.write(c.arg(4), &buf)?;
+                val(0)
+            }
+            libc::SYS_statfs => {
+                let path = c.cstr(c.arg(0))?;
+                let fd = self.target(c, at, &path, false, false, false)?;
+                // SAFETY: statfs is plain data.
+                let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+                // SAFETY: `st` is writable; fstatfs accepts O_PATH fds.
+                ret(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) }.into())?;
+                c.write(c.arg(1), as_bytes(&st))?;
+                val(0)
+            }
+            libc::SYS_access => self.access(c, at, c.arg(0), c.arg_i32(1), 0),
+            libc::SYS_faccessat => self.access(c, c.arg_i32(0), c.arg(1), c.arg_i32(2), 0),
+            libc::SYS_faccessat2 => {
+                self.access(c, c.arg_i32(0), c.arg(1), c.arg_i32(2), c.arg_i32(3))
+            }
+            libc::SYS_readlink => self.readlink(c, at, c.arg(0), c.arg(1), c.arg(2)),
+            libc::SYS_readlinkat => self.readlink(c, c.arg_i32(0), c.arg(1), c.arg(2), c.arg(3)),
+            libc::SYS_mkdir => self.mknod(c, at, c.arg(0), c.arg(1), None),
+            libc::SYS_mkdirat => self.mknod(c, c.arg_i32(0), c.arg(1), c.arg(2), None),
+            libc::SYS_mknod => self.mknod(c, at, c.arg(0), c.arg(1), Some(c.arg(2))),
+            libc::SYS_mknodat => self.mknod(c, c.arg_i32(0), c.arg(1), c.arg(2), Some(c.arg(3))),
+            libc::SYS_unlink => self.unlink(c, at, c.arg(0), 0),
+            libc::SYS_rmdir => self.unlink(c, at, c.arg(0), libc::AT_REMOVEDIR),
+            libc::SYS_unlinkat => self.unlink(c, c.arg_i32(0), c.arg(1), c.arg_i32(2)),
+            libc::SYS_rename => self.rename(c, at, c.arg(0), at, c.arg(1), 0),
+            libc::SYS_renameat => self.rename(c, c.arg_i32(0), c.arg(1), c.arg_i32(2), c.arg(3), 0),
+            libc::SYS_renameat2 => {
+                self.rename(c, c.arg_i32(0), c.arg(1), c.arg_i32(2), c.arg(3), c.arg(4))
+            }
+            libc::SYS_link => self.link(c, at, c.arg(0), at, c.arg(1), 0),
+            libc::SYS_linkat => self.link(
+                c,
+                c.arg_i32(0),
+                c.arg(1),
+                c.arg_i32(2),
+                c.arg(3),
+                c.arg_i32(4),
+            ),
+            libc::SYS_symlink => self.symlink(c, c.arg(0), at, c.arg(1)),
+            libc::SYS_symlinkat => self.symlink(c, c.arg(0), c.arg_i32(1), c.arg(2)),
+            libc::SYS_chmod => self.chmod(c, at, c.arg(0), c.arg(1), 0),
+            libc::SYS_fchmodat => self.chmod(c, c.arg_i32(0), c.arg(1), c.arg(2), 0),
+            libc::SYS_fchmodat2 => self.chmod(c, c.arg_i32(0), c.arg(1), c.arg(2), c.arg_i32(3)),
+            libc::SYS_chown => self.chown(c, at, c.arg(0), c.arg(1), c.arg(2), 0),
+            libc::SYS_lchown => self.chown(
+                c,
+                at,
+                c.arg(0),
+                c.arg(1),
+                c.arg(2),
+                libc::AT_SYMLINK_NOFOLLOW,
+            ),
+            libc::SYS_fchownat => {
+                self.chown(c, c.arg_i32(0), c.arg(1), c.arg(2), c.arg(3), c.arg_i32(4))
+            }
+            libc::SYS_truncate => {
+                let path = c.cstr(c.arg(0))?;
+                let fd = self.target(c, at, &path, false, false, true)?;
+                let file = sys::openat(
+                    libc::AT_FDCWD,
+                    &self_fd_path(fd.as_fd(), None)?,
+                    libc::O_WRONLY | libc::O_NONBLOCK,
+                )?;
+                #[allow(clippy::cast_possible_wrap)]
+                // SAFETY: plain integers.
+                ret(unsafe { libc::ftruncate(file.as_raw_fd(), c.arg(1) as i64) }.into())?;
+                val(0)
+            }
+            libc::SYS_utimensat => {
+                let times = if c.arg(2) == 0 {
+                    None
+                } else {
+                    Some(c.bytes(c.arg(2), 32)?)
+                };
+                self.utimens(c, c.arg_i32(0), c.arg(1), times, c.arg_i32(3))
+            }
+            libc::SYS_utime | libc::SYS_utimes | libc::SYS_futimesat => {
+                let (dirfd, path, tp) = if nr == libc::SYS_futimesat {
+                    (c.arg_i32(0), c.arg(1), c.arg(2))
+                } else {
+                    (at, c.arg(0), c.arg(1))
+                };
+                let times = if tp == 0 {
+                    None
+                } else {
+                    let raw = c.bytes(tp, if nr == libc::SYS_utime { 16 } else { 32 })?;
+                    let w = |i: usize| {
+                        i64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+                    };
+                    let ts: [i64; 4] = if nr == libc::SYS_utime {
+                        [w(0), 0, w(1), 0]
+                    } else {
+                        [w(0), w(1) * 1000, w(2), w(3) * 1000]
+                    };
+                    Some(ts.iter().flat_map(|v| v.to_ne_bytes()).collect())
+                };
+                if path == 0 {
+                    return Err(Errno(libc::EFAULT));
+                }
+                self.utimens(c, dirfd, path, times, 0)
+            }
+            libc::SYS_getxattr
+            | libc::SYS_lgetxattr
+            | libc::SYS_listxattr
+            | libc::SYS_llistxattr
+            | libc::SYS_setxattr
+            | libc::SYS_lsetxattr
+            | libc::SYS_removexattr
+            | libc::SYS_lremovexattr => self.xattr(c, nr),
+            libc::SYS_name_to_handle_at => Err(Errno(libc::EOPNOTSUPP)),
+            libc::SYS_inotify_add_watch => {
+                let path = c.cstr(c.arg(1))?;
+                #[allow(clippy::cast_possible_truncation)]
+                let mask = c.arg(2) as u32;
+                let fd =
+                    self.target(c, at, &path, mask & libc::IN_DONT_FOLLOW != 0, false, false)?;
+                let inotify = c.their_fd(c.arg_i32(0))?;
+                let p = self_fd_path(fd.as_fd(), None)?;
+                // SAFETY: `p` is NUL-terminated.
+                val(ret(unsafe {
+                    libc::inotify_add_watch(inotify.as_raw_fd(), p.as_ptr(), mask)
+                }
+                .into())?)
+            }
+            libc::SYS_socket => self.socket(c),
+            libc::SYS_connect => self.sock_addr(c, false),
+            libc::SYS_bind => self.sock_addr(c, true),
+            _ => Err(Errno(libc::ENOSYS)),
+        }
+    }
+
+    fn open(
+        &mut self,
+        c: &mut Call<'_>,
+        dirfd: i32,
+        path_ptr: u64,
+        flags: i32,
+        mode: u64,
+        resolve: u64,
+    ) -> SysResult<Reply> {
+        let path = c.cstr(path_ptr)?;
+        let cloexec = flags & libc::O_CLOEXEC != 0;
+        let flags = flags & !libc::O_CLOEXEC;
+        #[allow(clippy::cast_possible_truncation)]
+        let mode = (mode & 0o7777) as u32;
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY
+            || flags & (libc::O_CREAT | libc::O_TRUNC) != 0;
+        if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
+            c.use_umask()?;
+        }
+        let is_path = flags & libc::O_PATH != 0;
+        // Open without blocking (a FIFO would stall the supervisor), then restore the flags.
+        let added_nonblock = !is_path && flags & libc::O_NONBLOCK == 0;
+        let open_flags = if added_nonblock {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags
+        };
+        let confined = resolve & (libc::RESOLVE_BENEATH | libc::RESOLVE_IN_ROOT) != 0;
+        let fd = if confined {
+            // The caller confines the walk to its own dirfd, which lies inside the sandbox.
+            let base = if dirfd == libc::AT_FDCWD {
+                let cwd = CString::new(format!("/proc/{}/cwd", c.n.pid)).expect("no NUL");
+                sys::openat(libc::AT_FDCWD, &cwd, libc::O_PATH | libc::O_DIRECTORY)?
+            } else {
+                c.their_fd(dirfd)?
+            };
+            sys::openat2(
+                base.as_fd(),
+                &cstring(&path)?,
+                open_flags | libc::O_CLOEXEC,
+                mode,
+                resolve | libc::RESOLVE_NO_MAGICLINKS,
+            )?
+        } else {
+            let abs = c.absolute(dirfd, &path)?;
+            if let Some(n) = c.own_fd(&abs)? {
+                return self.reopen(c, n, flags, cloexec, &abs);
+            }
+            let extra = resolve
+                & (libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV | libc::RESOLVE_CACHED);
+            self.view.resolve(&abs, open_flags, mode, extra)?
+        };
+        self.check(c, fd.as_fd(), write)?;
+        if added_nonblock {
+            sys::setfl(
+                fd.as_fd(),
+                flags & (libc::O_APPEND | libc::O_DIRECT | libc::O_NOATIME),
+            )?;
+        }
+        Ok(Reply::Fd(fd, cloexec))
+    }
+
+    /// Opening /proc/self/fd/N again: allowed only without gaining access the fd lacks.
+    fn reopen(
+        &mut self,
+        c: &mut Call<'_>,
+        n: i32,
+        flags: i32,
+        cloexec: bool,
+        abs: &[u8],
+    ) -> SysResult<Reply> {
+        let theirs = c.their_fd(n).map_err(|_| Errno(libc::ENOENT))?;
+        let had = sys::getfl(theirs.as_fd())?;
+        let want = flags & libc::O_ACCMODE;
+        let had_mode = had & libc::O_ACCMODE;
+        let gains_read =
+            (want == libc::O_RDONLY || want == libc::O_RDWR) && had_mode == libc::O_WRONLY;
+        let gains_write =
+            (want == libc::O_WRONLY || want == libc::O_RDWR) && had_mode == libc::O_RDONLY;
+        let from_path = had & libc::O_PATH != 0 && flags & libc::O_PATH == 0;
+        if gains_read || gains_write || from_path {
+            return Err(self.deny(
+                c,
+                Some(abs),
+                libc::EACCES,
+                "reopening an fd with more access",
+            ));
+        }
+        let p = self_fd_path(theirs.as_fd(), None)?;
+        let fd = sys::openat(
+            libc::AT_FDCWD,
+            &p,
+            (flags & !libc::O_CREAT) | libc::O_NONBLOCK,
+        )?;
+        if flags & libc::O_NONBLOCK == 0 {
+            sys::setfl(
+                fd.as_fd(),
+                flags & (libc::O_APPEND | libc::O_DIRECT | libc::O_NOATIME),
+            )?;
+        }
+        Ok(Reply::Fd(fd, cloexec))
+    }
+
+    fn stat(
+        &mut self,
+        c: &mut Call<'_>,
+        dirfd: i32,
+        path_ptr: u64,
+        buf: u64,
+        flags: i32,
+    ) -> SysResult<Reply> {
+        let path = c.cstr(path_ptr)?;
+        let fd = self.target(
+            c,
+            dirfd,
+            &path,
+            flags & libc::AT_SYMLINK_NOFOLLOW != 0,
+            flags & libc::AT_EMPTY_PATH != 0,
+            false,
+        )?;
+        let st = sys::fstat_empty(fd.as_fd())?;
+        c.write(buf, as_bytes(&st))?;
+        Ok(Reply::Val(0))
+    }
+
+    fn access(
+        &mut self,
+        c: &mut Call<'_>,
+        dirfd: i32,
+        path_ptr: u64,
+        mode: i32,
+        flags: i32,
+    ) -> SysResult<Reply> {
+        let path = c.cstr(path_ptr)?;
+        let fd = self.target(
+            c,
+            dirfd,
+            &path,
+            flags & libc::AT_SYMLINK_NOFOLLOW != 0,
+            flags & libc::AT_EMPTY_PATH != 0,
+            false,
+        )?;
+        // SAFETY: the path is an empty C string; AT_EMPTY_PATH applies the check to `fd`.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_faccessat2,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                mode,
+                libc::AT_EMPTY_PATH | libc::AT_EACCESS,
+            )
+        })?;
+        Ok(Reply::Val(0))
+    }
+
+    fn readlink(
+        &mut self,
+        c: &mut Call<'_>,
+        dirfd: i32,
+        path_ptr: u64,
+        buf: u64,
+        size: u64,
+    ) -> SysResult<Reply> {
+        let size = usize::try_from(size).map_err(|_| Errno(libc::EINVAL))?;
+        if size == 0 || size > i32::MAX as usize {
+            return Err(Errno(libc::EINVAL));
+        }
+        let path = c.cstr(path_ptr)?;
+        let fd = self.target(c, dirfd, &path, true, true, false)?;
+        let target = sys::readlinkat(fd.as_raw_fd(), c"")?;
+        let n = target.len().min(size);
+        c.write(buf, &target[..n])?;
+        Ok(Reply::Val(i64::try_from(n).unwrap_or(0)))
+    }
+
+    fn mknod(
+        &mut self,
+        c: &mut Call<'_>,
+        dirfd: i32,
+        path_ptr: u64,
+        mode: u64,
+        dev: Option<u64>,
+    ) -> SysResult<Reply> {
+        let path = c.cstr(path_ptr)?;
+        let (pfd, name) = self.parent(c, dirfd, &path)?;
+        let name = cstring(&name)?;
+        c.use_umask()?;
+        #[allow(clippy::cast_possible_truncation)]
+        let mode = mode as libc::mode_t;
+        // SAFETY: `name` is NUL-terminated; the rest are integers.
+        let r = unsafe {
+            match dev {
+                None => libc::mkdirat(pfd.as_raw_fd(), name.as_ptr(), mode),
+                Some(dev) => libc::mknodat(pfd.as_raw_fd(), name.as_ptr(), mode, dev),
+            }
+        };
+        Ok(Reply::Val(ret(r.into())?))
+    }
+
+    fn unlink(
+        &mut self,
+        c: &mut Call<'_>,
+        dirfd: i32,
+        path_ptr: u64,
+        flags: i32,
+    ) -> SysResult<Reply> {
+        let path = c.cstr(path_ptr)?;
+        let (pfd, name) = self.parent(c, dirfd, &path)?;
+        let name = cstring(&name)?;
+        // SAFETY: `name` is NUL-terminated.
+        Ok(Reply::Val(ret(unsafe {
+            libc::unlinkat(pfd.as_raw_fd(), name.as_ptr(), flags)
+        }
+        .into())?))
+    }
+
+    fn rename(
+        &mut self,
+        c: &mut Call<'_>,
+        od: i32,
+        op: u64,
+        nd: i32,
+        np: u64,
+        flags: u64,
+    ) -> SysResult<Reply> {
+        let (old, new) = (c.cstr(op)?, c.cstr(np)?);
+        let (ofd, oname) = self.parent(c, od, &old)?;
+        let (nfd, nname) = self.parent(c, nd, &new)?;
+        let (oname, nname) = (cstring(&oname)?, cstring(&nname)?);
+        // SAFETY: the names are NUL-terminated.
+        Ok(Reply::Val(ret(unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                ofd.as_raw_fd(),
+                oname.as_ptr(),
+                nfd.as_raw_fd(),
+                nname.as_ptr(),
+                flags,
+            )
+        })?))
+    }
+
+    fn link(
+        &mut self,
+        c: &mut Call<'_>,
+        od: i32,
+        op: u64,
+        nd: i32,
+        np: u64,
+        flags: i32,
+    ) -> SysResult<Reply> {
+        let (old, new) = (c.cstr(op)?, c.cstr(np)?);
+        if flags & libc::AT_EMPTY_PATH != 0 {
+            return Err(Errno(libc::ENOENT)); // needs CAP_DAC_READ_SEARCH, which the workload lacks
+        }
+        let (nfd, nname) = self.parent(c, nd, &new)?;
+        let nname = cstring(&nname)?;
+        if flags & libc::AT_SYMLINK_FOLLOW != 0 {
+            let fd = self.target(c, od, &old, false, false, true)?;
+            let p = self_fd_path(fd.as_fd(), None)?;
+            // SAFETY: the paths are NUL-terminated.
+            return Ok(Reply::Val(ret(unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    p.as_ptr(),
+                    nfd.as_raw_fd(),
+                    nname.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            }
+            .into())?));
+        }
+        let (ofd, oname) = self.parent(c, od, &old)?;
+        let oname = cstring(&oname)?;
+        // SAFETY: the names are NUL-terminated.
+        Ok(Reply::Val(ret(unsafe {
+            libc::linkat(
+                ofd.as_raw_fd(),
+                oname.as_ptr(),
+                nfd.as_raw_fd(),
+                nname.as_ptr(),
+                0,
+            )
+        }
+        .into())?))
+    }
+
+    fn symlink(
+        &mut self,
+        c: &mut Call<'_>,
+        tp: u64,
+        dirfd: i32,
+        path_ptr: u64,
+    ) -> SysResult<Reply> {
+        let target = cstring(&c.cstr(tp)?)?;
+        let path = c.cstr(path_ptr)?;
+        let (pfd, name) = self.parent(c, dirfd, &path)?;
+        let name = cstring(&name)?;
+        // SAFETY: both strings are NUL-terminated. The target is stored, never resolved here.
+        Ok(Reply::Val(ret(unsafe {
+            libc::symlinkat(target.as_ptr(), pfd.as_raw_fd(), name.as_ptr())
+        }
+        .into())?))
+    }
+
+    fn chmod(
+        &mut self,
+        c: &mut Call<'_>,
+        dirfd: i32,
+        path_ptr: u64,
+        mode: u64,
+        flags: i32,
+    ) -> SysResult<Reply> {
+        let path = c.cstr(path_ptr)?;
+        let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW != 0;
+        let fd = self.target(
+            c,
+            dirfd,
+            &path,
+            nofollow,
+            flags & libc::AT_EMPTY_PATH != 0,
+            true,
+        )?;
+        if nofollow && sys::fstat_empty(fd.as_fd())?.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let p = self_fd_path(fd.as_fd(), None)?;
+        #[allow(clippy::cast_possible_truncation)]
+        // SAFETY: `p` is NUL-terminated.
+        Ok(Reply::Val(ret(unsafe {
+            libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode as libc::mode_t, 0)
+        }
+        .into())?))
+    }
+
+    fn chown(
+        &mut self,
+        c: &mut Call<'_>,
+        dirfd: i32,
+        path_ptr: u64,
+        uid: u64,
+        gid: u64,
+        flags: i32,
+    ) -> SysResult<Reply> {
+        let path = c.cstr(path_ptr)?;
+        let fd = self.target(
+            c,
+            dirfd,
+            &path,
+            flags & libc::AT_SYMLINK_NOFOLLOW != 0,
+            flags & libc::AT_EMPTY_PATH != 0,
+            true,
+        )?;
+        #[allow(clippy::cast_possible_truncation)]
+        // SAFETY: the path is an empty C string; AT_EMPTY_PATH applies the call to `fd`.
+        Ok(Reply::Val(ret(unsafe {
+            libc::fchownat(
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                uid as u32,
+                gid as u32,
+                libc::AT_EMPTY_PATH,
+            )
+        }
+        .into())?))
+    }
+
+    fn utimens(
+        &mut self,
+        c: &mut Call<'_>,
+        dirfd: i32,
+        path_ptr: u64,
+        times: Option<Vec<u8>>,
+        flags: i32,
+    ) -> SysResult<Reply> {
+        let tp = times
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t.as_ptr().cast::<libc::timespec>());
+        if path_ptr == 0 {
+            // utimensat(fd, NULL, ...): the caller's own fd.
+            let fd = c.their_fd(dirfd)?;
+            // SAFETY: `tp` is null or points at two timespecs we own.
+            return Ok(Reply::Val(ret(unsafe {
+                libc::syscall(
+                    libc::SYS_utimensat,
+                    fd.as_raw_fd(),
+                    std::ptr::null::<libc::c_char>(),
+                    tp,
+                    0,
+                )
+            })?));
+        }
+        let path = c.cstr(path_ptr)?;
+        let r = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+            let (pfd, name) = self.parent(c, dirfd, &path)?;
+            let name = cstring(&name)?;
+            // SAFETY: `name` is NUL-terminated; `tp` is null or two timespecs.
+            unsafe {
+                libc::utimensat(
+                    pfd.as_raw_fd(),
+                    name.as_ptr(),
+                    tp,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            }
+        } else {
+            let fd = self.target(
+                c,
+                dirfd,
+                &path,
+                false,
+                flags & libc::AT_EMPTY_PATH != 0,
+                true,
+            )?;
+            let p = self_fd_path(fd.as_fd(), None)?;
+            // SAFETY: `p` is NUL-terminated; `tp` is null or two timespecs.
+            unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), tp, 0) }
+        };
+        Ok(Reply::Val(ret(r.into())?))
+    }
+
+    fn xattr(&mut self, c: &mut Call<'_>, nr: i64) -> SysResult<Reply> {
+        let nofollow = matches!(
+            nr,
+            libc::SYS_lgetxattr
+                | libc::SYS_llistxattr
+                | libc::SYS_lsetxattr
+                | libc::SYS_lremovexattr
+        );
+        let write = matches!(
+            nr,
+            libc::SYS_setxattr
+                | libc::SYS_lsetxattr
+                | libc::SYS_removexattr
+                | libc::SYS_lremovexattr
+        );
+        let path = c.cstr(c.arg(0))?;
+        // The object: for the l* calls its parent and name, with a path that stops at it.
+        let (holder, p) = if nofollow {
+            let (pfd, name) = if write {
+                self.parent(c, libc::AT_FDCWD, &path)?
+            } else {
+                let abs = c.absolute(libc::AT_FDCWD, &path)?;
+                let (pfd, name) = self.view.resolve_parent(&abs)?;
+                let name = name.to_vec();
+                self.check_path(c, &join(&canonical(pfd.as_fd())?, &name), false)?;
+                (pfd, name)
+            };
+            let p = self_fd_path(pfd.as_fd(), Some(&name))?;
+            (pfd, p)
+        } else {
+            let fd = self.target(c, libc::AT_FDCWD, &path, false, false, write)?;
+            let p = self_fd_path(fd.as_fd(), None)?;
+            (fd, p)
+        };
+        let _keep = holder;
+        let is_list = matches!(nr, libc::SYS_listxattr | libc::SYS_llistxattr);
+        let name = if is_list {
+            None
+        } else {
+            Some(cstring(&c.cstr(c.arg(1))?)?)
+        };
+        let np = name
+            .as_ref()
+            .map_or(std::ptr::null(), |n: &CString| n.as_ptr());
+        let pp: &CStr = &p;
+        match nr {
+            libc::SYS_getxattr
+            | libc::SYS_lgetxattr
+            | libc::SYS_listxattr
+            | libc::SYS_llistxattr => {
+                let (addr, size) = if is_list {
+                    (c.arg(1), c.arg(2))
+                } else {
+                    (c.arg(2), c.arg(3))
+                };
+                let size = usize::try_from(size).unwrap_or(usize::MAX).min(1 << 16);
+                let mut buf = vec![0u8; size];
+                let bp = if size == 0 {
+                    std::ptr::null_mut()
+                } else {
+                    buf.as_mut_ptr().cast()
+                };
+                // SAFETY: `buf` is writable for `size` bytes; the strings are NUL-terminated.
+                let r = unsafe {
+                    match nr {
+                        libc::SYS_getxattr => libc::getxattr(pp.as_ptr(), np, bp, size),
+                        libc::SYS_lgetxattr => libc::lgetxattr(pp.as_ptr(), np, bp, size),
+                        libc::SYS_listxattr => libc::listxattr(pp.as_ptr(), bp.cast(), size),
+                        _ => libc::llistxattr(pp.as_ptr(), bp.cast(), size),
+                    }
+                };
+                let n = ret(r as libc::c_long)?;
+                if size > 0 {
+                    c.write(addr, &buf[..usize::try_from(n).unwrap_or(0)])?;
+                }
+                Ok(Reply::Val(n))
+            }
+            libc::SYS_setxattr | libc::SYS_lsetxattr => {
+                let size = usize::try_from(c.arg(3)).unwrap_or(usize::MAX);
+                if size > 1 << 16 {
+                    return Err(Errno(libc::E2BIG));
+                }
+                let value = c.bytes(c.arg(2), size)?;
+                #[allow(clippy::cast_possible_truncation)]
+                let flags = c.arg(4) as i32;
+                // SAFETY: `value` holds `size` bytes; the strings are NUL-terminated.
+                let r = unsafe {
+                    if nr == libc::SYS_setxattr {
+                        libc::setxattr(pp.as_ptr(), np, value.as_ptr().cast(), size, flags)
+                    } else {
+                        libc::lsetxattr(pp.as_ptr(), np, value.as_ptr().cast(), size, flags)
+                    }
+                };
+                Ok(Reply::Val(ret(r.into())?))
+            }
+            _ => {
+                // SAFETY: the strings are NUL-terminated.
+                let r = unsafe {
+                    if nr == libc::SYS_removexattr {
+                        libc::removexattr(pp.as_ptr(), np)
+                    } else {
+                        libc::lremovexattr(pp.as_ptr(), np)
+                    }
+                };
+                Ok(Reply::Val(ret(r.into())?))
+            }
+        }
+    }
+
+    fn socket(&mut self, c: &mut Call<'_>) -> SysResult<Reply> {
+        let (domain, ty, proto) = (c.arg_i32(0), c.arg_i32(1), c.arg_i32(2));
+        let allowed = match domain {
+            libc::AF_UNIX | libc::AF_INET | libc::AF_INET6 => true,
+            libc::AF_NETLINK => proto == libc::NETLINK_ROUTE,
+            _ => false,
+        };
+        if !allowed {
+            let e = self.deny(c, None, libc::EAFNOSUPPORT, "socket family not allowed");
+            return Err(e);
+        }
+        let fd = sys::socket(domain, ty & !libc::SOCK_CLOEXEC, proto)?;
+        Ok(Reply::Fd(fd, ty & libc::SOCK_CLOEXEC != 0))
+    }
+
+    fn sock_addr(&mut self, c: &mut Call<'_>, bind: bool) -> SysResult<Reply> {
+        let len = usize::try_from(c.arg(2)).unwrap_or(usize::MAX);
+        if len > std::mem::size_of::<libc::sockaddr_storage>() {
+            return Err(Errno(libc::EINVAL));
+        }
+        let mut addr = c.bytes(c.arg(1), len)?;
+        let sock = c.their_fd(c.arg_i32(0))?;
+        let family = if len >= 2 {
+            i32::from(u16::from_ne_bytes([addr[0], addr[1]]))
+        } else {
+            libc::AF_UNSPEC
+        };
+        let _holder: Option<OwnedFd>;
+        match family {
+            libc::AF_UNIX if len > 2 && addr[2] != 0 => {
+                let end = addr[2..]
+                    .iter()
+                    .position(|&b| b == 0)
+                    .map_or(len, |p| p + 2);
+                let path = addr[2..end].to_vec();
+                let (fd, magic) = if bind {
+                    c.use_umask()?;
+                    let (pfd, name) = self.parent(c, libc::AT_FDCWD, &path)?;
+                    let p = self_fd_path(pfd.as_fd(), Some(&name))?;
+                    (pfd, p)
+                } else {
+                    let fd = self.target(c, libc::AT_FDCWD, &path, false, false, true)?;
+                    let p = self_fd_path(fd.as_fd(), None)?;
+                    (fd, p)
+                };
+                _holder = Some(fd);
+                let bytes = magic.as_bytes_with_nul();
+                if bytes.len() > 108 {
+                    return Err(Errno(libc::ENAMETOOLONG));
+                }
+                addr.truncate(2);
+                addr.extend_from_slice(bytes);
+            }
+            libc::AF_UNIX | libc::AF_INET | libc::AF_INET6 | libc::AF_NETLINK | libc::AF_UNSPEC => {
+                _holder = None;
+            }
+            _ => {
+                let e = self.deny(c, None, libc::EAFNOSUPPORT, "address family not allowed");
+                return Err(e);
+            }
+        }
+        let _ = &_holder;
+        Ok(Reply::Val(sys::sock_addr_call(sock.as_fd(), &addr, bind)?))
+    }
+}
+
+/// The supervisor's own view helpers, re-exported for the tier.
+pub use view::READ_ONLY as READ_ONLY_PATHS;
