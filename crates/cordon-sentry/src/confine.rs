@@ -27,6 +27,7 @@ fn step(op: &'static str) -> impl FnOnce(io::Error) -> ConfineError {
     move |source| ConfineError::Syscall { op, source }
 }
 
+const EPERM: u16 = 1;
 const CAP_SYS_PTRACE: u64 = 1 << 19;
 
 #[allow(clippy::cast_possible_truncation)]
@@ -132,11 +133,11 @@ pub fn supervisor_policy() -> Policy {
             vec![ArgRule::OneOf {
                 arg: 1,
                 values: SECCOMP_IOCTLS,
-                deny: Action::Errno(libc::EPERM as u16),
+                deny: Action::Errno(EPERM),
             }],
         )],
         matched: Vec::new(),
-        default: Action::Errno(libc::EPERM as u16),
+        default: Action::Errno(EPERM),
     }
 }
 

@@ -66,7 +66,7 @@ impl Call<'_> {
         let mut out = Vec::new();
         let mut at = addr;
         while out.len() < libc::PATH_MAX as usize {
-            let chunk = (PAGE - at % PAGE) as usize;
+            let chunk = usize::try_from(PAGE - at % PAGE).unwrap_or(1);
             let start = out.len();
             out.resize(start + chunk, 0);
             let got = sys::read_remote(self.n.pid, at, &mut out[start..])
@@ -239,6 +239,25 @@ impl Call<'_> {
     }
 }
 
+/// `SECCOMP_IOCTL_NOTIF_ADDFD` cannot install `O_PATH` files (the kernel takes the source
+/// with `fget`, which skips them), so an `O_PATH` open is answered with a read-only fd of the
+/// same directory or regular file; other objects (symlinks, devices, FIFOs, sockets) cannot
+/// be handed over this way and fail (ELOOP for a symlink, ENXIO otherwise).
+fn path_substitute(fd: OwnedFd) -> SysResult<OwnedFd> {
+    let st = sys::fstat_empty(fd.as_fd())?;
+    let flags = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => libc::O_RDONLY | libc::O_DIRECTORY,
+        libc::S_IFREG => libc::O_RDONLY | libc::O_NONBLOCK,
+        libc::S_IFLNK => return Err(Errno(libc::ELOOP)),
+        _ => return Err(Errno(libc::ENXIO)),
+    };
+    Ok(sys::openat(
+        libc::AT_FDCWD,
+        &self_fd_path(fd.as_fd(), None)?,
+        flags,
+    )?)
+}
+
 /// The supervisor of one sandbox.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -247,6 +266,8 @@ pub struct Supervisor {
     gid: u32,
     audit: AuditLog,
     pub handled: u64,
+    /// Print every handled call on stderr (`CORDON_SENTRY_TRACE=1`).
+    pub trace: bool,
 }
 
 fn cstring(b: &[u8]) -> SysResult<CString> {
@@ -270,6 +291,7 @@ impl Supervisor {
             gid,
             audit,
             handled: 0,
+            trace: std::env::var_os("CORDON_SENTRY_TRACE").is_some(),
         }
     }
 
@@ -295,13 +317,37 @@ impl Supervisor {
         if let Some((u, g)) = switched {
             sys::set_fs_ids(u, g);
         }
-        let _ = match result {
+        if self.trace {
+            let shown = match &result {
+                Ok(Reply::Val(v)) => format!("= {v}"),
+                Ok(Reply::Fd(fd, _)) => format!("= fd ({:?})", canonical(fd.as_fd())),
+                Err(Errno(e)) => format!("= -{e}"),
+            };
+            eprintln!(
+                "cordon-sentry: [{}] {}({:#x}, {:#x}, {:#x}, {:#x}) {shown}",
+                n.pid,
+                notify_policy::name(n.nr),
+                n.args[0],
+                n.args[1],
+                n.args[2],
+                n.args[3]
+            );
+        }
+        let sent = match result {
             Ok(Reply::Val(v)) => sys::notif_send(listener, n.id, v, 0),
             Ok(Reply::Fd(fd, cloexec)) => {
                 sys::notif_addfd_send(listener, n.id, fd.as_fd(), cloexec).map(drop)
             }
             Err(Errno(e)) => sys::notif_send(listener, n.id, 0, e),
         };
+        if let Err(e) = sent {
+            // The caller is gone (ENOENT), or installing the fd failed (EMFILE, ...): answer
+            // with the error if it still waits, never leave it suspended.
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            if errno != libc::ENOENT {
+                let _ = sys::notif_send(listener, n.id, 0, errno);
+            }
+        }
     }
 
     fn deny(
@@ -626,6 +672,9 @@ impl Supervisor {
             self.view.resolve(&abs, open_flags, mode, extra)?
         };
         self.check(c, fd.as_fd(), write)?;
+        if is_path {
+            return Ok(Reply::Fd(path_substitute(fd)?, cloexec));
+        }
         if added_nonblock {
             sys::setfl(
                 fd.as_fd(),

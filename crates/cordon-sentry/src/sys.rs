@@ -35,16 +35,14 @@ pub fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Notification> {
     // SAFETY: seccomp_notif is plain data; all-zero is the required input state.
     let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     // SAFETY: `n` is a valid seccomp_notif the kernel fills in.
-    check(
-        unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_RECV,
-                &mut n as *mut libc::seccomp_notif,
-            )
-        }
-        .into(),
-    )?;
+    let r = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV,
+            &mut n as *mut libc::seccomp_notif,
+        )
+    };
+    check(r.into())?;
     Ok(Notification {
         id: n.id,
         pid: n.pid,
@@ -99,7 +97,7 @@ pub fn notif_addfd_send(
 ) -> io::Result<i64> {
     let addfd = libc::seccomp_notif_addfd {
         id,
-        flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
+        flags: u32::try_from(libc::SECCOMP_ADDFD_FLAG_SEND).unwrap_or(0),
         srcfd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
         newfd: 0,
         newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
@@ -115,7 +113,6 @@ pub fn notif_addfd_send(
         }
         .into(),
     )
-    .map(i64::from)
 }
 
 /// Asks the kernel to switch straight to the supervisor and back (Linux >= 6.6); harmless to
@@ -140,7 +137,7 @@ pub fn read_remote(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
         iov_len: buf.len(),
     };
     let remote = libc::iovec {
-        iov_base: addr as usize as *mut libc::c_void,
+        iov_base: usize::try_from(addr).unwrap_or(usize::MAX) as *mut libc::c_void,
         iov_len: buf.len(),
     };
     #[allow(clippy::cast_possible_wrap)]
@@ -157,7 +154,7 @@ pub fn write_remote(pid: u32, addr: u64, buf: &[u8]) -> io::Result<()> {
         iov_len: buf.len(),
     };
     let remote = libc::iovec {
-        iov_base: addr as usize as *mut libc::c_void,
+        iov_base: usize::try_from(addr).unwrap_or(usize::MAX) as *mut libc::c_void,
         iov_len: buf.len(),
     };
     #[allow(clippy::cast_possible_wrap)]
@@ -213,9 +210,8 @@ pub fn fstat_empty(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     // SAFETY: stat is plain data.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is writable; the path is an empty C string.
-    check(
-        unsafe { libc::fstatat(fd.as_raw_fd(), c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH) }.into(),
-    )?;
+    let r = unsafe { libc::fstatat(fd.as_raw_fd(), c"".as_ptr(), &mut st, libc::AT_EMPTY_PATH) };
+    check(r.into())?;
     Ok(st)
 }
 
@@ -271,13 +267,14 @@ pub fn sock_addr_call(fd: BorrowedFd<'_>, addr: &[u8], bind: bool) -> io::Result
             libc::connect(fd.as_raw_fd(), ptr, len)
         }
     };
-    check(r.into()).map(i64::from)
+    check(r.into())
 }
 
 /// The file status flags of `fd` (`F_GETFL`).
 pub fn getfl(fd: BorrowedFd<'_>) -> io::Result<i32> {
     // SAFETY: F_GETFL takes no pointer.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) }.into()).map(|v| v as i32)
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) }.into())
+        .map(|v| i32::try_from(v).unwrap_or(0))
 }
 
 /// Sets the file status flags of `fd` (`F_SETFL`).
@@ -293,6 +290,8 @@ pub fn set_fs_ids(uid: u32, gid: u32) -> (u32, u32) {
     unsafe {
         let old_gid = libc::setfsgid(gid);
         let old_uid = libc::setfsuid(uid);
+        // The kernel returns the previous ids, full 32-bit values in an int.
+        #[allow(clippy::cast_sign_loss)]
         (old_uid as u32, old_gid as u32)
     }
 }
@@ -381,49 +380,4 @@ pub fn landlock_abi() -> Option<i64> {
         )
     };
     (v > 0).then_some(v)
-}
-
-/// Restricts this thread with a Landlock ruleset that handles `handled` filesystem accesses
-/// and allows `rules` (directory fd, allowed accesses) beneath.
-pub fn landlock_restrict(handled: u64, rules: &[(BorrowedFd<'_>, u64)]) -> io::Result<()> {
-    #[repr(C)]
-    struct RulesetAttr {
-        handled_access_fs: u64,
-    }
-    #[repr(C, packed)]
-    struct PathBeneath {
-        allowed_access: u64,
-        parent_fd: i32,
-    }
-    let attr = RulesetAttr {
-        handled_access_fs: handled,
-    };
-    // SAFETY: `attr` is a valid ruleset attribute of the given size.
-    let ruleset = own(unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            &attr as *const RulesetAttr,
-            std::mem::size_of::<RulesetAttr>(),
-            0u32,
-        )
-    })?;
-    for (fd, access) in rules {
-        let rule = PathBeneath {
-            allowed_access: access & handled,
-            parent_fd: fd.as_raw_fd(),
-        };
-        // SAFETY: `rule` is a valid landlock_path_beneath_attr; type 1 = LANDLOCK_RULE_PATH_BENEATH.
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_landlock_add_rule,
-                ruleset.as_raw_fd(),
-                1u32,
-                &rule as *const PathBeneath,
-                0u32,
-            )
-        })?;
-    }
-    // SAFETY: plain integers.
-    check(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) })
-        .map(drop)
 }
