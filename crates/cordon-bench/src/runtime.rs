@@ -5,7 +5,7 @@ use std::env;
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -220,9 +220,6 @@ fn container_id() -> String {
     )
 }
 
-/// The fd number bwrap reads its seccomp program from.
-const BWRAP_SECCOMP_FD: i32 = 10;
-
 impl Runtime {
     /// Whether the workload is a host process of its own that memory accounting can leave
     /// out (runsc runs it inside the Sentry).
@@ -310,7 +307,7 @@ impl Runtime {
                 let host_tmp = fx.native_tmp.to_string_lossy().into_owned();
                 let argv = w.argv(&fx.bench_host.to_string_lossy(), &host_tmp);
                 let mut c = Command::new(&argv[0]);
-                c.args(&argv[1..]).current_dir("/");
+                c.args(&argv[1..]);
                 c
             }
             Launcher::Chroot { bin } => {
@@ -347,13 +344,15 @@ impl Runtime {
                 .args(["--tmpfs", "/tmp"])
                 .arg("--ro-bind")
                 .arg(&fx.bench_dir)
-                .arg(BENCH_DIR_IN_SANDBOX)
-                .arg("--seccomp")
-                .arg(BWRAP_SECCOMP_FD.to_string())
-                .args(["--chdir", "/", "--"])
-                .args(&argv);
+                .arg(BENCH_DIR_IN_SANDBOX);
+                // bwrap reads the filter to its end: a fresh open file per run, inherited as
+                // it is (no pre-exec hook, so the spawn stays a posix_spawn like the others').
                 let filter = File::open(&fx.seccomp_bpf)?;
-                sys::pass_fd(&mut c, filter.as_fd(), BWRAP_SECCOMP_FD);
+                sys::set_inheritable(filter.as_fd())?;
+                c.arg("--seccomp")
+                    .arg(filter.as_raw_fd().to_string())
+                    .args(["--chdir", "/", "--"])
+                    .args(&argv);
                 keep.push(filter);
                 c
             }
