@@ -30,7 +30,9 @@ fn color(name: &str) -> RGBColor {
         "crun" => RGBColor(120, 70, 190),
         "runsc" => RGBColor(220, 120, 20),
         "qemu" => RGBColor(150, 30, 90),
-        _ => RGBColor(200, 30, 40), // cordon's tiers
+        "cordon-microvm" => RGBColor(235, 90, 170),
+        "cordon-sentry" => RGBColor(0, 160, 160),
+        _ => RGBColor(200, 30, 40), // cordon-container
     }
 }
 
