@@ -59,7 +59,7 @@ Exit status:
 pub struct BenchArgs {
     /// cordon tiers to measure, comma-separated: container, sentry, microvm (one that cannot
     /// run here is reported as skipped, with the reason)
-    #[arg(long, value_delimiter = ',', default_value = "container,microvm", value_name = "TIER,...",
+    #[arg(long, value_delimiter = ',', default_value = "container,sentry,microvm", value_name = "TIER,...",
           value_parser = |s: &str| s.parse::<TierKind>().map_err(|e| e.to_string()))]
     pub tiers: Vec<TierKind>,
     /// Peer runtimes, comma-separated: native, chroot, bwrap, runc, crun, runsc, qemu

@@ -459,7 +459,9 @@ pub(crate) fn detect(
                 TierKind::Container => {
                     "namespaces + cgroups + seccomp allowlist + no capabilities + pivot_root"
                 }
-                TierKind::Sentry => "syscall interception",
+                TierKind::Sentry => {
+                    "the container tier + a supervisor performing path and socket syscalls for the workload (seccomp user notification)"
+                }
                 TierKind::Microvm => {
                     "a virtual machine per sandbox (qemu microvm) with its own kernel"
                 }
