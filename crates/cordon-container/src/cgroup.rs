@@ -507,6 +507,8 @@ pub struct GcReport {
 pub fn collect_garbage(layout: &Layout) -> GcReport {
     let mut report = GcReport::default();
     let v2 = matches!(layout, Layout::V2 { .. });
+    // One owner check per sandbox, however many hierarchies it spans.
+    let mut alive: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     for base in layout.cordon_dirs() {
         let Ok(entries) = fs::read_dir(&base) else {
             continue;
@@ -514,7 +516,13 @@ pub fn collect_garbage(layout: &Layout) -> GcReport {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(id) = name.to_str() else { continue };
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) || owner_alive(id) {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if *alive
+                .entry(id.to_string())
+                .or_insert_with(|| owner_alive(id))
+            {
                 continue;
             }
             let dir = entry.path();

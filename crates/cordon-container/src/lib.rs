@@ -393,9 +393,6 @@ impl ContainerTier {
         let attached = cfg.mode == LaunchMode::Attached;
         let layout = Layout::detect(&self.cgroup_root)
             .map_err(|e| tier_err("detecting cgroups", e.into()))?;
-        if attached {
-            cgroup::collect_garbage(&layout);
-        }
         let scratch = self
             .scratch_dir()
             .map_err(|e| tier_err("preparing the run directory", e))?;
@@ -575,6 +572,11 @@ impl ContainerTier {
         };
         if start_now {
             sandbox.send_control(START)?;
+        }
+        if attached {
+            // Collect what killed cordons left behind while the child sets itself up: it reads
+            // one /proc entry per live sandbox, so it stays off the launch's critical path.
+            cgroup::collect_garbage(&layout);
         }
         loop {
             match read_message(&sandbox.status_r) {
