@@ -89,8 +89,20 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A compiled workload; the binary (and its directory, once empty) is removed on drop.
+struct Compiled(PathBuf);
+
+impl Drop for Compiled {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = fs::remove_dir(dir); // fails while another test's binary is still there
+        }
+    }
+}
+
 /// Compiles a workload C file statically into a temporary directory.
-fn compile(name: &str) -> Option<PathBuf> {
+fn compile(name: &str) -> Option<Compiled> {
     let out_dir = std::env::temp_dir().join(format!("cordon-sentry-test-{}", std::process::id()));
     fs::create_dir_all(&out_dir).ok()?;
     let bin = out_dir.join(name);
@@ -101,7 +113,7 @@ fn compile(name: &str) -> Option<PathBuf> {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    ok.then_some(bin)
+    ok.then_some(Compiled(bin))
 }
 
 #[test]
@@ -148,7 +160,7 @@ fn compiled_c_program() {
         eprintln!("SKIPPED: compiled_c_program: gcc could not build a static program");
         return;
     };
-    let m = format!("{}:/prog:ro", bin.display());
+    let m = format!("{}:/prog:ro", bin.0.display());
     let o = run("sentry", &["--mount", &m], &["/prog"]);
     assert!(o.status.success());
     assert_eq!(stdout(&o), "c ok\n");
@@ -170,7 +182,7 @@ fn racing_path_flips_never_open_a_hidden_file() {
         eprintln!("SKIPPED: racing_path_flips: gcc could not build a static program");
         return;
     };
-    let m = format!("{}:/race:ro", bin.display());
+    let m = format!("{}:/race:ro", bin.0.display());
     let audit =
         std::env::temp_dir().join(format!("cordon-sentry-race-{}.jsonl", std::process::id()));
     let a = format!("{}", audit.display());
