@@ -321,10 +321,29 @@ pub(crate) fn render(r: &Results, charts: &[PathBuf]) -> String {
             .unwrap_or_else(|| "an unknown share".into())
     );
     md.push_str("Absolute numbers depend on the machine; read the ratios. Every figure comes from the same run, with the runtimes interleaved.\n\n");
-    if let Some(p) = mc.other_cpu_percent.filter(|p| *p > NOISY_PERCENT) {
+    if !r.other_cpu_by_phase.is_empty() {
+        let phases: Vec<String> = r
+            .other_cpu_by_phase
+            .iter()
+            .map(|s| format!("{} {:.0}%", s.phase, s.other_cpu_percent))
+            .collect();
         let _ = writeln!(
             md,
-            "**Warning: other processes used {p:.0}% of the CPU time during this run; absolute figures are inflated and noisy. Rerun on a quiet machine for reference numbers.**\n"
+            "Other processes' share of the CPU time, by phase: {}.\n",
+            phases.join(", ")
+        );
+    }
+    let noisy: Vec<&str> = r
+        .other_cpu_by_phase
+        .iter()
+        .filter(|s| s.other_cpu_percent > NOISY_PERCENT)
+        .map(|s| s.phase.as_str())
+        .collect();
+    if mc.other_cpu_percent.is_some_and(|p| p > NOISY_PERCENT) || !noisy.is_empty() {
+        let _ = writeln!(
+            md,
+            "**Warning: other processes took over {NOISY_PERCENT:.0}% of the CPU time during {}; absolute figures there are inflated and noisy. Rerun on a quiet machine for reference numbers.**\n",
+            if noisy.is_empty() { "this run".to_string() } else { format!("these phases: {}", noisy.join(", ")) }
         );
     }
     md.push_str("## Headline\n\n");

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crate::fixture::Fixture;
 use crate::measure::{mem_available_mib, parse_numbers, ProcTable, RunError, Runner};
 use crate::report::{
-    CpuResult, DensityCheckpoint, DensityResult, MemoryResult, Metrics, RuntimeInfo,
+    CpuResult, CpuShare, DensityCheckpoint, DensityResult, MemoryResult, Metrics, PhaseShare,
+    RuntimeInfo,
 };
 use crate::runtime::{Launcher, Runtime, Workload};
 use crate::stats::Summary;
@@ -170,7 +171,7 @@ pub(crate) fn run_all(
     runtimes: &[Runtime],
     p: &Params,
     infos: &mut Vec<RuntimeInfo>,
-) -> Metrics {
+) -> (Metrics, Vec<PhaseShare>) {
     let mut tracks: Vec<Track<'_>> = runtimes
         .iter()
         .map(|rt| Track {
@@ -193,18 +194,39 @@ pub(crate) fn run_all(
             t.status = Status::Skipped(format!("cannot run /bin/true here: {e}"));
         }
     }
+    let mut shares = Vec::new();
+    let mut record = |phase: &str, since: CpuShare| {
+        if let Some(percent) = since.percent() {
+            shares.push(PhaseShare {
+                phase: phase.to_string(),
+                other_cpu_percent: percent,
+            });
+        }
+    };
+    let since = CpuShare::start();
     startup(runner, fx, &mut tracks, p, &mut m);
+    record("startup_ms", since);
+    let since = CpuShare::start();
     syscalls(runner, fx, &mut tracks, p, &mut m);
+    record("syscall_ns", since);
+    let since = CpuShare::start();
     cpu(runner, fx, &mut tracks, p, &mut m);
+    record("cpu_ratio", since);
+    let since = CpuShare::start();
     io(runner, fx, &mut tracks, p, &mut m);
+    record("io_mib_s", since);
+    let since = CpuShare::start();
     memory(runner, fx, &mut tracks, p, &mut m);
+    record("host_mem_mib", since);
     if p.density_bound > 0 {
+        let since = CpuShare::start();
         for t in tracks.iter_mut() {
             if t.active() && !runner.interrupted() {
                 let d = density(runner, fx, t.rt, p);
                 m.density.insert(t.rt.name.clone(), d);
             }
         }
+        record("density", since);
     }
     for t in tracks {
         infos.push(RuntimeInfo::measured(
@@ -218,7 +240,7 @@ pub(crate) fn run_all(
             t.notes,
         ));
     }
-    m
+    (m, shares)
 }
 
 fn startup(runner: &Runner, fx: &Fixture, tracks: &mut [Track<'_>], p: &Params, m: &mut Metrics) {

@@ -48,7 +48,40 @@ pub(crate) struct Machine {
     /// in percent of all cores' time: how much the numbers may have been disturbed.
     pub other_cpu_percent: Option<f64>,
     #[serde(skip)]
-    ticks_start: Option<(u64, u64)>,
+    share: CpuShare,
+}
+
+/// Measures the share of CPU time that processes other than this one and its waited-for
+/// descendants use from `start` on: other engineers' builds, say. Kernel work done
+/// asynchronously for the sandboxes (network namespace and cgroup teardown in kworkers)
+/// counts as other, so even a quiet run shows a few percent.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuShare(Option<(u64, u64)>);
+
+impl CpuShare {
+    pub(crate) fn start() -> CpuShare {
+        CpuShare(
+            cpu_ticks()
+                .zip(own_ticks())
+                .map(|((busy, total), own)| (busy.saturating_sub(own), total)),
+        )
+    }
+
+    /// Percent of all cores' time used by other processes since `start`.
+    pub(crate) fn percent(&self) -> Option<f64> {
+        let (busy0, total0) = self.0?;
+        let ((busy1, total1), own) = cpu_ticks().zip(own_ticks())?;
+        let other = busy1.saturating_sub(own).saturating_sub(busy0) as f64;
+        let total = total1.saturating_sub(total0).max(1) as f64;
+        Some((other / total * 100.0).clamp(0.0, 100.0))
+    }
+}
+
+/// The share of CPU time other processes used during one phase.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PhaseShare {
+    pub phase: String,
+    pub other_cpu_percent: f64,
 }
 
 /// (busy ticks of all CPUs, total ticks of all CPUs) from /proc/stat.
@@ -127,21 +160,13 @@ impl Machine {
             loadavg_start: loadavg(),
             loadavg_end: String::new(),
             other_cpu_percent: None,
-            ticks_start: cpu_ticks()
-                .zip(own_ticks())
-                .map(|((busy, total), own)| (busy - own.min(busy), total)),
+            share: CpuShare::start(),
         }
     }
 
     pub(crate) fn finish(&mut self) {
         self.loadavg_end = loadavg();
-        if let (Some((busy0, total0)), Some((busy1, total1)), Some(own)) =
-            (self.ticks_start, cpu_ticks(), own_ticks())
-        {
-            let other = (busy1.saturating_sub(own)).saturating_sub(busy0) as f64;
-            let total = total1.saturating_sub(total0).max(1) as f64;
-            self.other_cpu_percent = Some((other / total * 100.0).clamp(0.0, 100.0));
-        }
+        self.other_cpu_percent = self.share.percent();
     }
 }
 
@@ -303,6 +328,8 @@ pub(crate) struct Results {
     pub duration_s: f64,
     pub runtimes: Vec<RuntimeInfo>,
     pub metrics: Metrics,
+    /// Other processes' share of the CPU time during each phase.
+    pub other_cpu_by_phase: Vec<PhaseShare>,
     pub method: Vec<&'static str>,
 }
 
@@ -319,6 +346,7 @@ const METHOD: &[&str] = &[
     "The sentry tier is the container tier plus a supervisor: the workload's path and socket syscalls (open, stat, connect...) stop in seccomp user notification and the supervisor performs them, so open+read+close pays the round trip and getppid does not.",
     "The microvm tier cannot mount host directories yet: it runs /bin/true and python3 from its own root image, idles with `sh -c 'echo ready; exec cat >/dev/null'` instead of the benchmark program, and the phases that need the program (syscall_ns, cpu_ratio, io_mib_s) skip it, saying so. Its density bound is lower (each guest holds its memory).",
     "A slow runtime stops taking startup samples once it has the minimum count and has spent its time budget (params.startup_min_samples, params.startup_budget_s); n in each table says how many it got.",
+    "other_cpu_by_phase: CPU time of everything but the bench and the processes it waited for, as a share of both cores, per phase; it includes kernel work done asynchronously for the sandboxes (namespace and cgroup teardown), so a quiet run shows a few percent.",
     "density: idle sandboxes (the workload prints ready and waits for end of file on stdin) started one after another; ready time per sandbox and PSS per sandbox at checkpoints; stops early on failure, low MemAvailable or too many tasks; all released by closing their stdin, leftovers killed and deleted.",
 ];
 
@@ -330,7 +358,7 @@ impl Results {
         params: Params,
         duration_s: f64,
         runtimes: Vec<RuntimeInfo>,
-        metrics: Metrics,
+        (metrics, other_cpu_by_phase): (Metrics, Vec<PhaseShare>),
     ) -> Results {
         Results {
             schema: 1,
@@ -341,6 +369,7 @@ impl Results {
             duration_s,
             runtimes,
             metrics,
+            other_cpu_by_phase,
             method: METHOD.to_vec(),
         }
     }
