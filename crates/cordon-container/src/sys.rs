@@ -160,8 +160,9 @@ pub fn make_controlling_terminal(tty: BorrowedFd<'_>) -> io::Result<()> {
 const INT_LEN: u32 = 4;
 const _: () = assert!(std::mem::size_of::<libc::c_int>() == INT_LEN as usize);
 
-/// Sends `fd` over the unix socket `sock` (SCM_RIGHTS), with a one-byte payload.
-pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Calls `f` with a message header for one byte of payload and room for one fd
+/// (SCM_RIGHTS); the buffers it points at live for the duration of the call.
+fn with_fd_msghdr<R>(f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
@@ -176,21 +177,28 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = space;
-    // SAFETY: the control buffer is large enough for one header carrying one int, so
-    // CMSG_FIRSTHDR is non-null and CMSG_DATA points inside the buffer.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(INT_LEN) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
-    }
-    // SAFETY: `msg` points at live buffers for the duration of the call.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    f(&mut msg)
+}
+
+/// Sends `fd` over the unix socket `sock` (SCM_RIGHTS), with a one-byte payload.
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    with_fd_msghdr(|msg| {
+        // SAFETY: the control buffer is large enough for one header carrying one int, so
+        // CMSG_FIRSTHDR is non-null and CMSG_DATA points inside the buffer.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(INT_LEN) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
+        }
+        // SAFETY: `msg` points at live buffers for the duration of the call.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), msg, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    })
 }
 
 /// A unix stream socket connected to `path`.
@@ -535,44 +543,32 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Receives one fd sent with [`send_fd`]; `Ok(None)` at end of stream.
 pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(INT_LEN) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: an all-zero msghdr is valid; the fields are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: `msg` points at live buffers for the duration of the call.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if n == 0 {
-        return Ok(None);
-    }
-    // SAFETY: the kernel filled `msg`; CMSG_FIRSTHDR checks the length before returning a
-    // header, and an SCM_RIGHTS header carries at least one int.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null()
-            || (*cmsg).cmsg_level != libc::SOL_SOCKET
-            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no fd in the message",
-            ));
+    with_fd_msghdr(|msg| {
+        // SAFETY: `msg` points at live buffers for the duration of the call.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-        Ok(Some(OwnedFd::from_raw_fd(fd)))
-    }
+        if n == 0 {
+            return Ok(None);
+        }
+        // SAFETY: the kernel filled `msg`; CMSG_FIRSTHDR checks the length before returning a
+        // header, and an SCM_RIGHTS header carries at least one int.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(msg);
+            if cmsg.is_null()
+                || (*cmsg).cmsg_level != libc::SOL_SOCKET
+                || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "no fd in the message",
+                ));
+            }
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+            Ok(Some(OwnedFd::from_raw_fd(fd)))
+        }
+    })
 }
 
 pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
