@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use cordon_sandbox::timestamp::{now_rfc3339, Precision};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -156,7 +156,7 @@ impl Machine {
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
             os,
             virtualized: field("flags").split(' ').any(|f| f == "hypervisor"),
-            date_utc: utc_now(),
+            date_utc: now_rfc3339(Precision::Seconds),
             loadavg_start: loadavg(),
             loadavg_end: String::new(),
             other_cpu_percent: None,
@@ -168,39 +168,6 @@ impl Machine {
         self.loadavg_end = loadavg();
         self.other_cpu_percent = self.share.percent();
     }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        u32::try_from(month).unwrap_or(0),
-        u32::try_from(day).unwrap_or(0),
-    )
-}
-
-fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (y, m, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// One runtime's standing in the report.
@@ -531,14 +498,6 @@ pub(crate) fn write_all(r: &Results, out: &Path) -> Result<Vec<PathBuf>, ReportE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-    }
 
     #[test]
     fn number_formats() {

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod outcome;
 pub mod parse;
 pub mod spec;
+pub mod timestamp;
 
 pub use lifecycle::{CreatedSandbox, RunningSandbox, SandboxError, Tier};
 pub use outcome::{exit_code, ExecFailure, ExitOutcome, KillCause};
