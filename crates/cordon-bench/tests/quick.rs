@@ -57,6 +57,18 @@ fn fixtures() -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// Mount points of bench fixtures. Another bench running at the same time may hold its own,
+/// so the test compares the sets before and after rather than expecting none.
+fn fixture_mounts() -> BTreeSet<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| p.contains("/cordon-bench."))
+        .map(str::to_string)
+        .collect()
+}
+
 fn payload_processes() -> Vec<String> {
     let mut found = Vec::new();
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -80,6 +92,7 @@ fn quick_bench_writes_a_complete_report_and_cleans_up() {
     }
     let cordon = cordon_binary();
     let before = fixtures();
+    let mounts_before = fixture_mounts();
     let out = std::env::temp_dir().join(format!("cordon-bench-test-out.{}", std::process::id()));
     let _ = fs::remove_dir_all(&out);
     let result = Command::new(&cordon)
@@ -183,11 +196,11 @@ fn quick_bench_writes_a_complete_report_and_cleans_up() {
     // Nothing left: no fixture directory, no mount, no workload process.
     let new: Vec<String> = fixtures().difference(&before).cloned().collect();
     assert!(new.is_empty(), "left behind: {new:?}");
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    assert!(
-        !mounts.lines().any(|l| l.contains("/cordon-bench.")),
-        "a mount was left behind"
-    );
+    let new_mounts: Vec<String> = fixture_mounts()
+        .difference(&mounts_before)
+        .cloned()
+        .collect();
+    assert!(new_mounts.is_empty(), "mounts left behind: {new_mounts:?}");
     assert!(
         payload_processes().is_empty(),
         "workload processes left behind"
