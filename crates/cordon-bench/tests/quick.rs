@@ -6,43 +6,20 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+use cordon_testkit::{require_root, workspace_binary};
 
 const BENCH_BIN: &str = env!("CARGO_BIN_EXE_cordon-syscall-bench");
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// The `cordon` binary of this build (same target directory and profile as this test),
-/// built first: `cargo test -p cordon-bench` alone does not build cordon-cli's binary.
+/// The `cordon` binary of this build (`cargo test -p cordon-bench` alone does not build it).
 fn cordon_binary() -> PathBuf {
-    let dir = Path::new(BENCH_BIN).parent().expect("binary directory");
-    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
-    let profile = if profile == "debug" { "dev" } else { profile };
-    // The workspace root, taken lexically (crates/cordon-bench/../..).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .and_then(Path::parent)
-        .expect("workspace root");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "cordon-cli", "--profile", profile])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .status()
-        .expect("running cargo build -p cordon-cli");
-    assert!(status.success(), "cargo build -p cordon-cli failed");
-    let cordon = dir.join("cordon");
-    assert!(cordon.is_file(), "{} was not built", cordon.display());
-    cordon
+    workspace_binary(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../.."),
+        "cordon-cli",
+        "cordon",
+    )
 }
 
 /// Entries of the temporary directory left by bench runs.
@@ -83,13 +60,7 @@ fn payload_processes() -> Vec<String> {
 
 #[test]
 fn quick_bench_writes_a_complete_report_and_cleans_up() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED: {} needs root (cordon's container tier, mounts)",
-            module_path!()
-        );
-        return;
-    }
+    require_root!("cordon's container tier, mounts");
     let cordon = cordon_binary();
     let before = fixtures();
     let mounts_before = fixture_mounts();

@@ -4,37 +4,15 @@
 //! They need root (namespaces, cgroups); without it each test prints why it is skipped.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cordon_testkit::{output_with_stdin, require_root};
+
 const CORDON: &str = env!("CARGO_BIN_EXE_cordon");
-
-fn is_root() -> bool {
-    // The effective uid, from the kernel's view of this process.
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!(
-                "SKIPPED: {} needs root (namespaces and cgroups)",
-                module_path!()
-            );
-            return;
-        }
-    };
-}
 
 fn cordon(args: &[&str]) -> Command {
     let mut c = Command::new(CORDON);
@@ -44,25 +22,7 @@ fn cordon(args: &[&str]) -> Command {
 
 /// Runs cordon to completion, then checks that it left nothing behind.
 fn run_clean(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = cordon(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning cordon");
-    let pid = child.id();
-    if let Some(data) = stdin {
-        let mut w = child.stdin.take().unwrap();
-        let data = data.to_vec();
-        std::thread::spawn(move || {
-            let _ = w.write_all(&data);
-        });
-    }
-    let out = child.wait_with_output().expect("waiting for cordon");
+    let (pid, out) = output_with_stdin(&mut cordon(args), stdin);
     assert_no_leftovers(pid, None);
     out
 }
