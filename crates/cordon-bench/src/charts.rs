@@ -1,6 +1,7 @@
 //! SVG charts drawn with plotters (SVG backend only): startup by runtime, syscall overhead,
 //! host memory per sandbox, and ready latency as sandboxes accumulate.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
@@ -154,20 +155,27 @@ fn ns(v: f64) -> String {
     }
 }
 
-fn startup(r: &Results, path: &Path) -> Result<bool, ReportError> {
-    let m = &r.metrics.startup_ms;
-    let rows: Vec<Row> = r
-        .names()
+/// One row per runtime measured in `metric` for any of `workloads` (dot and range per workload).
+fn workload_rows(
+    r: &Results,
+    metric: &BTreeMap<String, BTreeMap<String, Summary>>,
+    workloads: &[&str],
+) -> Vec<Row> {
+    r.names()
         .into_iter()
         .map(|name| Row {
             label: name.to_string(),
-            values: ["true", "python"]
+            values: workloads
                 .iter()
-                .map(|w| m.get(*w).and_then(|x| x.get(name)).map(triple))
+                .map(|w| metric.get(*w).and_then(|x| x.get(name)).map(triple))
                 .collect(),
         })
         .filter(|row| row.values.iter().any(Option::is_some))
-        .collect();
+        .collect()
+}
+
+fn startup(r: &Results, path: &Path) -> Result<bool, ReportError> {
+    let rows = workload_rows(r, &r.metrics.startup_ms, &["true", "python"]);
     if rows.is_empty() {
         return Ok(false);
     }
@@ -183,19 +191,7 @@ fn startup(r: &Results, path: &Path) -> Result<bool, ReportError> {
 }
 
 fn syscalls(r: &Results, path: &Path) -> Result<bool, ReportError> {
-    let m = &r.metrics.syscall_ns;
-    let rows: Vec<Row> = r
-        .names()
-        .into_iter()
-        .map(|name| Row {
-            label: name.to_string(),
-            values: ["getppid", "open_read_close"]
-                .iter()
-                .map(|w| m.get(*w).and_then(|x| x.get(name)).map(triple))
-                .collect(),
-        })
-        .filter(|row| row.values.iter().any(Option::is_some))
-        .collect();
+    let rows = workload_rows(r, &r.metrics.syscall_ns, &["getppid", "open_read_close"]);
     if rows.is_empty() {
         return Ok(false);
     }

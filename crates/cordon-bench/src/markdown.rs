@@ -48,6 +48,20 @@ pub(crate) fn closest_peer<'a, T>(tier: &str, have: &'a BTreeMap<String, T>) -> 
         .find_map(|p| have.get_key_value(*p).map(|(k, _)| k.as_str()))
 }
 
+/// A table header: `head` and `align` (each ending in `|`), then one "TIER ÷ runtime" column
+/// per cordon tier.
+fn header_with_tier_ratios(md: &mut String, head: &str, align: &str, tiers: &[&str]) {
+    md.push_str(head);
+    for t in tiers {
+        let _ = write!(md, " {t} ÷ runtime |");
+    }
+    md.push('\n');
+    md.push_str(align);
+    for _ in tiers {
+        md.push_str("--:|");
+    }
+    md.push('\n');
+}
 /// A table of one lower-is-better (or higher-is-better) summary metric by runtime.
 fn summary_table(
     md: &mut String,
@@ -58,18 +72,12 @@ fn summary_table(
 ) {
     let Some(map) = map else { return };
     let tiers = r.tiers();
-    let _ = write!(
+    header_with_tier_ratios(
         md,
-        "| runtime | p50 {unit} | p90 | min | max | n | × native |"
+        &format!("| runtime | p50 {unit} | p90 | min | max | n | × native |"),
+        "|---|--:|--:|--:|--:|--:|--:|",
+        &tiers,
     );
-    for t in &tiers {
-        let _ = write!(md, " {t} ÷ runtime |");
-    }
-    md.push_str("\n|---|--:|--:|--:|--:|--:|--:|");
-    for _ in &tiers {
-        md.push_str("--:|");
-    }
-    md.push('\n');
     let native = map.get("native").map(|s| s.p50);
     for name in r.names() {
         let Some(s) = map.get(name) else { continue };
@@ -407,15 +415,12 @@ pub(crate) fn render(r: &Results, charts: &[PathBuf]) -> String {
     md.push_str("## Host memory per sandbox (`host_mem_mib`)\n\nPSS of the runtime's own processes while the workload idles, MiB.\n\n");
     chart(&mut md, "memory.svg", "memory per sandbox");
     let tiers = r.tiers();
-    md.push_str("| runtime | PSS p50 MiB | min | max | processes counted | workload PSS MiB |");
-    for t in &tiers {
-        let _ = write!(md, " {t} ÷ runtime |");
-    }
-    md.push_str("\n|---|--:|--:|--:|---|--:|");
-    for _ in &tiers {
-        md.push_str("--:|");
-    }
-    md.push('\n');
+    header_with_tier_ratios(
+        &mut md,
+        "| runtime | PSS p50 MiB | min | max | processes counted | workload PSS MiB |",
+        "|---|--:|--:|--:|---|--:|",
+        &tiers,
+    );
     for name in r.names() {
         let Some(x) = r.metrics.host_mem_mib.get(name) else {
             continue;
