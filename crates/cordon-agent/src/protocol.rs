@@ -21,6 +21,10 @@ pub const HEARTBEAT_MS: u64 = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMsg {
     Run(RunRequest),
+    /// Run a cordon-owned warm-up command the way [`HostMsg::Run`] would, discard its output,
+    /// and say [`GuestMsg::Ready`] again: a warm pool's VM has then translated the exec path
+    /// (under TCG) before a tenant's command arrives. Never sent with a tenant's command.
+    Warm(RunRequest),
     Stdin(Vec<u8>),
     StdinEof,
     Signal(i32),
@@ -114,6 +118,7 @@ mod kind {
     pub const STDIN: u8 = 0x02;
     pub const STDIN_EOF: u8 = 0x03;
     pub const SIGNAL: u8 = 0x04;
+    pub const WARM: u8 = 0x05;
     pub const READY: u8 = 0x81;
     pub const STDOUT: u8 = 0x82;
     pub const STDERR: u8 = 0x83;
@@ -218,8 +223,13 @@ impl<'a> Dec<'a> {
 impl HostMsg {
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            HostMsg::Run(r) => {
-                let mut e = Enc::new(kind::RUN);
+            HostMsg::Run(r) | HostMsg::Warm(r) => {
+                let k = if matches!(self, HostMsg::Run(_)) {
+                    kind::RUN
+                } else {
+                    kind::WARM
+                };
+                let mut e = Enc::new(k);
                 e.u32(u32::try_from(r.argv.len()).unwrap_or(0));
                 for a in &r.argv {
                     e.str(a);
@@ -258,7 +268,7 @@ impl HostMsg {
     fn decode(kind: u8, payload: &[u8]) -> Result<Self, ProtocolError> {
         let mut d = Dec(payload);
         Ok(match kind {
-            kind::RUN => {
+            kind::RUN | kind::WARM => {
                 let argv = d.list()?;
                 let flat = d.list()?;
                 let env = flat
@@ -266,7 +276,7 @@ impl HostMsg {
                     .filter(|c| c.len() == 2)
                     .map(|c| (c[0].clone(), c[1].clone()))
                     .collect();
-                HostMsg::Run(RunRequest {
+                let req = RunRequest {
                     argv,
                     env,
                     workdir: d.str()?,
@@ -280,7 +290,12 @@ impl HostMsg {
                     realtime_secs: d.u64()?,
                     realtime_nanos: d.u32()?,
                     seed: d.bytes()?,
-                })
+                };
+                if kind == kind::RUN {
+                    HostMsg::Run(req)
+                } else {
+                    HostMsg::Warm(req)
+                }
             }
             kind::STDIN => HostMsg::Stdin(payload.to_vec()),
             kind::STDIN_EOF => HostMsg::StdinEof,
@@ -438,6 +453,10 @@ mod tests {
 
     #[test]
     fn host_messages_roundtrip() {
+        roundtrip_host(HostMsg::Warm(RunRequest {
+            argv: vec!["/bin/true".into()],
+            ..RunRequest::default()
+        }));
         roundtrip_host(HostMsg::Run(RunRequest {
             argv: vec!["python3".into(), "-c".into(), "print(6*7)".into()],
             env: vec![("PATH".into(), "/bin".into()), ("A".into(), String::new())],

@@ -69,6 +69,58 @@ enum MicrovmCommand {
     Setup,
     /// Remove snapshots, stale initramfs images and work files of killed cordons
     Gc,
+    /// Keep N VMs restored and warmed for `cordon run --tier microvm` (until SIGINT/SIGTERM)
+    Pool(PoolArgs),
+}
+
+#[derive(Debug, Args)]
+struct PoolArgs {
+    /// Idle, warmed VMs to keep (each holds its guest's memory)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    size: u64,
+    /// Unix socket to lend VMs on (clients: CORDON_MICROVM_POOL=PATH when not the default)
+    #[arg(long, default_value = cordon_microvm::pool::DEFAULT_SOCKET, value_name = "PATH")]
+    socket: PathBuf,
+    /// The VMs' shape: memory, as `cordon run --memory` (runs with another size restore their own VM)
+    #[arg(long, value_name = "SIZE", value_parser = |s: &str| parse_size(s).map_err(|e| e.to_string()))]
+    memory: Option<u64>,
+    /// The VMs' shape: CPUs, as `cordon run --cpus`
+    #[arg(long, value_name = "N", value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
+    cpus: Option<u32>,
+    /// The VMs' shape: root filesystem, as `cordon run --rootfs`
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Print the guest console when a VM fails
+    #[arg(long)]
+    debug: bool,
+}
+
+fn serve_pool(args: PoolArgs) -> Result<(), SandboxError> {
+    let mut spec = SandboxSpec::new(
+        cordon_microvm::pool::WARM_UP
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    spec.tier = TierKind::Microvm;
+    spec.rootfs = args
+        .rootfs
+        .map_or(RootfsSource::HostSystem, RootfsSource::Dir);
+    if args.memory.is_some() {
+        spec.limits.memory_bytes = args.memory;
+    }
+    if args.cpus.is_some() {
+        spec.limits.cpu_millis = args.cpus;
+    }
+    let tier = cordon_microvm::MicrovmTier {
+        debug: args.debug,
+        ..Default::default()
+    };
+    let opts = cordon_microvm::pool::PoolOptions {
+        socket: args.socket,
+        size: usize::try_from(args.size).unwrap_or(2),
+    };
+    tier.serve_pool(&spec, &opts)
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +335,13 @@ fn main() -> ExitCode {
             }
             0
         }
+        Command::Microvm(MicrovmCommand::Pool(args)) => serve_pool(args).map_or_else(
+            |e| {
+                report(&e);
+                exit_code::RUNTIME_FAILED
+            },
+            |()| 0,
+        ),
         Command::Probe(args) => cordon_probe::harness::run(*args),
         Command::Gc => match tier.collect_garbage() {
             Ok(r) => {

@@ -17,6 +17,7 @@ pub mod accel;
 pub mod assets;
 pub mod cpio;
 pub mod kernel;
+pub mod pool;
 pub mod qemu;
 pub mod qmp;
 pub mod rootfs;
@@ -65,6 +66,8 @@ pub enum MicrovmError {
     Snapshot(#[from] SnapshotError),
     #[error("{0} is not supported by the microvm tier yet")]
     Unsupported(&'static str),
+    #[error(transparent)]
+    Pool(#[from] pool::PoolError),
 }
 
 /// The microVM tier.
@@ -76,6 +79,9 @@ pub struct MicrovmTier {
     pub debug: bool,
     /// Start sandboxes from snapshots (default); `CORDON_MICROVM_SNAPSHOT=0` turns it off.
     pub snapshots: bool,
+    /// Take a warm VM from the pool listening here when it has one of the right shape
+    /// ([`pool`]); `CORDON_MICROVM_POOL=PATH` moves it, `=off` turns it off.
+    pub pool_socket: Option<PathBuf>,
 }
 
 impl Default for MicrovmTier {
@@ -85,6 +91,11 @@ impl Default for MicrovmTier {
             snapshot_root: PathBuf::from(DEFAULT_SNAPSHOTS),
             debug: false,
             snapshots: std::env::var("CORDON_MICROVM_SNAPSHOT").map_or(true, |v| v != "0"),
+            pool_socket: match std::env::var_os("CORDON_MICROVM_POOL") {
+                None => Some(PathBuf::from(pool::DEFAULT_SOCKET)),
+                Some(v) if v == "off" || v == "0" || v.is_empty() => None,
+                Some(v) => Some(PathBuf::from(v)),
+            },
         }
     }
 }
@@ -133,7 +144,7 @@ fn random_seed() -> Vec<u8> {
     seed
 }
 
-fn run_request(spec: &SandboxSpec) -> RunRequest {
+pub(crate) fn run_request(spec: &SandboxSpec) -> RunRequest {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -232,16 +243,19 @@ impl MicrovmTier {
     pub fn run(&self, spec: &SandboxSpec) -> Result<ExitOutcome, SandboxError> {
         let deadline = spec.timeout.map(|t| Instant::now() + t);
         let t0 = Instant::now();
-        let running = self.create(spec)?.start()?;
+        let created = self.create(spec)?;
+        let vm_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let running = created.start()?;
         let timing = std::env::var_os("CORDON_MICROVM_TIMING").is_some();
         let (outcome, first_word) = running.wait_timed(deadline);
         if timing {
-            // Where a sandbox's time goes: until the agent first answers (VMM start, snapshot
-            // load or boot) and from then to the exit report (the command in the guest).
+            // Where a sandbox's time goes: until cordon holds a VM (a VMM started, or one
+            // taken from the pool), until the agent first answers (snapshot load) and from
+            // then to the exit report (the command in the guest).
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             let first = first_word.map_or(0.0, |f| ms(f - t0));
             eprintln!(
-                "cordon: microvm: first_word_ms={first:.1} total_ms={:.1}",
+                "cordon: microvm: vm_ms={vm_ms:.1} first_word_ms={first:.1} total_ms={:.1}",
                 ms(t0.elapsed())
             );
         }
@@ -279,18 +293,38 @@ impl MicrovmTier {
             accel,
             cpu_model: std::env::var("CORDON_MICROVM_CPU").unwrap_or_else(|_| "max".into()),
             memory: GuestMemory::Anonymous,
+            nice: 0,
         })
     }
 
-    fn boot_limit(accel: Accel) -> Duration {
+    pub(crate) fn boot_limit(accel: Accel) -> Duration {
         match accel {
             Accel::Kvm => Duration::from_secs(15),
             Accel::Tcg => Duration::from_secs(90),
         }
     }
 
+    /// The VMM and the VM configuration for `spec` on the accelerator this host can use.
+    pub fn vmm_and_config(&self, spec: &SandboxSpec) -> Result<(Qemu, VmConfig), MicrovmError> {
+        let qemu = Qemu::locate()?;
+        let (accel, _) = accel::choose(&self.cache.root.join("kvm-unusable"));
+        let config = self.vm_config(spec, accel)?;
+        Ok((qemu, config))
+    }
+
+    /// Serves a warm pool of VMs shaped by `spec` until SIGINT/SIGTERM ([`pool`]).
+    pub fn serve_pool(
+        &self,
+        spec: &SandboxSpec,
+        opts: &pool::PoolOptions,
+    ) -> Result<(), SandboxError> {
+        spec.validate()?;
+        pool::serve(self, spec, opts).map_err(|e| tier_err("serving the warm pool", e.into()))
+    }
+
     /// A guest whose agent waits for its command.
     fn ready_guest(&self, spec: &SandboxSpec) -> Result<Session, MicrovmError> {
+        let t0 = Instant::now();
         let qemu = Qemu::locate()?;
         let verdict = self.cache.root.join("kvm-unusable");
         let (accel, notice) = accel::choose(&verdict);
@@ -300,6 +334,23 @@ impl MicrovmTier {
             }
         }
         let config = self.vm_config(spec, accel)?;
+        if let (Some(socket), true) = (&self.pool_socket, self.snapshots) {
+            let key = pool::shape_key(&qemu, &config);
+            match pool::take(socket, &key) {
+                Ok(Some(vm)) => {
+                    if self.debug {
+                        self.say(&format!(
+                            "took a warm VM from the pool at {} in {:.1} ms",
+                            socket.display(),
+                            t0.elapsed().as_secs_f64() * 1e3
+                        ));
+                    }
+                    return Ok(Session::new(vm));
+                }
+                Ok(None) => {}
+                Err(e) => self.say(&format!("{e}; restoring a VM instead")),
+            }
+        }
         let result = self.ready_guest_with(&qemu, &config, notice.as_deref());
         match (result, accel) {
             (Err(e), Accel::Kvm) => {
@@ -315,6 +366,29 @@ impl MicrovmTier {
         }
     }
 
+    /// The snapshot for `config`, booted and saved first if there is none yet.
+    pub(crate) fn ensure_snapshot(
+        &self,
+        vmm: &dyn Vmm,
+        config: &VmConfig,
+        notice: Option<&str>,
+    ) -> Result<Snapshot, MicrovmError> {
+        let snap = Snapshot::for_config(&self.snapshot_root, vmm, config);
+        if !snap.exists() {
+            self.collect_garbage();
+            if let (Some(n), false) = (notice, self.debug) {
+                self.say(n);
+            }
+            if let Err(e) = snap.build(vmm, config, Self::boot_limit(config.accel)) {
+                if let SnapshotError::Boot(_, lines) = &e {
+                    self.print_console(lines);
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(snap)
+    }
+
     fn ready_guest_with(
         &self,
         vmm: &dyn Vmm,
@@ -323,19 +397,7 @@ impl MicrovmTier {
     ) -> Result<Session, MicrovmError> {
         let limit = Self::boot_limit(config.accel);
         if self.snapshots {
-            let snap = Snapshot::for_config(&self.snapshot_root, vmm, config);
-            if !snap.exists() {
-                self.collect_garbage();
-                if let (Some(n), false) = (notice, self.debug) {
-                    self.say(n);
-                }
-                if let Err(e) = snap.build(vmm, config, limit) {
-                    if let SnapshotError::Boot(_, lines) = &e {
-                        self.print_console(lines);
-                    }
-                    return Err(e.into());
-                }
-            }
+            let snap = self.ensure_snapshot(vmm, config, notice)?;
             let mut cfg = config.clone();
             cfg.memory = snap.memory();
             match vmm.launch(&cfg) {
@@ -456,10 +518,20 @@ impl RunningSandbox for RunningVm {
 impl RunningVm {
     /// [`RunningSandbox::wait`], also saying when the agent first answered.
     pub fn wait_timed(
-        mut self,
+        self,
         deadline: Option<Instant>,
     ) -> (Result<ExitOutcome, SandboxError>, Option<Instant>) {
-        let result = self.session.pump(deadline);
+        self.wait_forwarding(deadline, &FORWARDED_SIGNALS)
+    }
+
+    /// [`Self::wait_timed`], forwarding `signals` (instead of [`FORWARDED_SIGNALS`]) to the
+    /// command while it runs.
+    pub fn wait_forwarding(
+        mut self,
+        deadline: Option<Instant>,
+        signals: &[i32],
+    ) -> (Result<ExitOutcome, SandboxError>, Option<Instant>) {
+        let result = self.session.pump_signals(deadline, signals);
         let first = self.session.first_word;
         self.session.vm.kill();
         let result = result.map_err(|e| {

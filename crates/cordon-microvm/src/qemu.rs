@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::qmp::Qmp;
 use crate::sys;
-use crate::vmm::{io, Accel, GuestMemory, Vm, VmConfig, VmControl, Vmm, VmmError};
+use crate::vmm::{io, Accel, GuestMemory, Vm, VmConfig, VmControl, VmProcess, Vmm, VmmError};
 
 /// qemu-system-x86_64 as the VMM.
 #[derive(Debug, Clone)]
@@ -184,6 +184,16 @@ impl Vmm for Qemu {
         unsafe {
             cmd.pre_exec(move || sys::confine_vmm_child(parent, &child_fds));
         }
+        let nice = config.nice;
+        // SAFETY: setpriority is async-signal-safe and takes plain integers.
+        unsafe {
+            cmd.pre_exec(move || {
+                if nice != 0 {
+                    let _ = libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+                }
+                Ok(())
+            });
+        }
         let process = cmd
             .spawn()
             .map_err(io(format!("starting {}", self.binary.display())))?;
@@ -202,7 +212,7 @@ impl Vmm for Qemu {
             ])?;
         }
         Ok(Vm {
-            process,
+            process: VmProcess::Child(process),
             pidfd,
             agent,
             console,

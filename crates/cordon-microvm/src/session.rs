@@ -131,10 +131,12 @@ impl Session {
     }
 
     fn vm_status(&mut self) -> String {
-        match self.vm.process.wait() {
-            Ok(st) => st.to_string(),
-            Err(e) => e.to_string(),
-        }
+        self.vm.status()
+    }
+
+    /// The VM back, with the agent waiting (after [`Self::wait_ready`]).
+    pub fn into_vm(self) -> Vm {
+        self.vm
     }
 
     fn drain_console(&mut self) {
@@ -248,7 +250,17 @@ impl Session {
     /// cordon's stdout/stderr, until the exit report, the deadline (the VM is killed and the
     /// outcome is a timeout), or a failure of the guest.
     pub fn pump(&mut self, deadline: Option<Instant>) -> Result<ExitOutcome, GuestError> {
-        let forward = sys::sigset(&crate::FORWARDED_SIGNALS);
+        self.pump_signals(deadline, &crate::FORWARDED_SIGNALS)
+    }
+
+    /// [`Self::pump`] forwarding `signals` (the OCI front's keeper forwards every signal an
+    /// engine may send with `kill`).
+    pub fn pump_signals(
+        &mut self,
+        deadline: Option<Instant>,
+        signals: &[i32],
+    ) -> Result<ExitOutcome, GuestError> {
+        let forward = sys::sigset(signals);
         let old_mask = sys::sigmask(libc::SIG_BLOCK, &forward).map_err(GuestError::Io)?;
         let sigfd = sys::signalfd(&forward).map_err(GuestError::Io);
         let result = match sigfd {

@@ -20,11 +20,26 @@ pub fn socketpair() -> io::Result<(UnixStream, UnixStream)> {
 
 /// Sends `fd` over a unix socket with SCM_RIGHTS, together with `data` (at least one byte).
 pub fn send_with_fd(sock: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
-    let space = usize::try_from(
-        // SAFETY: CMSG_SPACE only computes a size.
-        unsafe { libc::CMSG_SPACE(u32::try_from(std::mem::size_of::<RawFd>()).unwrap_or(4)) },
-    )
-    .unwrap_or(64);
+    send_with_fds(sock, data, &[fd])
+}
+
+/// Most fds one message carries here (a pool hands over three).
+const MAX_FDS: usize = 4;
+
+fn fd_space(n: usize) -> (u32, usize) {
+    let len = u32::try_from(n * std::mem::size_of::<RawFd>()).unwrap_or(16);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = usize::try_from(unsafe { libc::CMSG_SPACE(len) }).unwrap_or(64);
+    (len, space)
+}
+
+/// Sends `fds` (at most four) over a unix socket with SCM_RIGHTS, together with `data` (at
+/// least one byte).
+pub fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if fds.is_empty() || fds.len() > MAX_FDS || data.is_empty() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let (len, space) = fd_space(fds.len());
     let mut control = vec![0u8; space];
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
@@ -36,15 +51,17 @@ pub fn send_with_fd(sock: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::R
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = space;
-    // SAFETY: msg_control points at `space` bytes, enough for one cmsg holding one fd;
-    // CMSG_FIRSTHDR is therefore non-null and CMSG_DATA points inside the buffer.
+    // SAFETY: msg_control points at `space` bytes, enough for one cmsg holding fds.len() fds;
+    // CMSG_FIRSTHDR is therefore non-null and CMSG_DATA has room for every fd.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len =
-            libc::CMSG_LEN(u32::try_from(std::mem::size_of::<RawFd>()).unwrap_or(4)) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd.as_raw_fd());
+        (*cmsg).cmsg_len = libc::CMSG_LEN(len) as usize;
+        let slots = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+        for (i, fd) in fds.iter().enumerate() {
+            std::ptr::write_unaligned(slots.add(i), fd.as_raw_fd());
+        }
     }
     loop {
         // SAFETY: msg describes valid buffers for the duration of the call.
@@ -58,6 +75,125 @@ pub fn send_with_fd(sock: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::R
             return Err(e);
         }
     }
+}
+
+/// Receives up to `buf.len()` bytes and the fds (at most four) sent with them; the fds are
+/// close-on-exec. Returns the byte count and the fds.
+pub fn recv_with_fds(sock: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let (_, space) = fd_space(MAX_FDS);
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is valid before the fields are set.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    let n = loop {
+        // SAFETY: msg describes valid, writable buffers for the duration of the call.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break usize::try_from(n).unwrap_or(0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the CMSG_*
+    // macros walk them within that length. Every SCM_RIGHTS fd is new and owned by nobody else.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let header = data.offset_from(cmsg.cast::<u8>());
+                let bytes = (*cmsg)
+                    .cmsg_len
+                    .saturating_sub(usize::try_from(header).unwrap_or(0));
+                let count = bytes / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "more fds than expected",
+        ));
+    }
+    Ok((n, fds))
+}
+
+/// The uid of the process at the other end of a unix socket.
+pub fn peer_uid(sock: &UnixStream) -> io::Result<u32> {
+    // SAFETY: ucred is plain data.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>()).unwrap_or(12);
+    // SAFETY: cred and len are valid for writing; the option's size is len.
+    check(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(cred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(cred.uid)
+}
+
+/// This process's effective uid.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Sends `signal` to the process a pidfd refers to (it need not be our child).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with a null siginfo and no flags takes no other pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the nice value of every thread of process `pid` (a process's threads each have their
+/// own; a new thread inherits its creator's).
+pub fn renice_all_threads(pid: u32, nice: i32) -> io::Result<()> {
+    let tasks = std::path::PathBuf::from(format!("/proc/{pid}/task"));
+    for entry in std::fs::read_dir(&tasks)? {
+        let Ok(tid) = entry?.file_name().to_string_lossy().parse::<libc::id_t>() else {
+            continue;
+        };
+        // SAFETY: setpriority takes plain integers.
+        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            // A thread that ended meanwhile is fine.
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A pidfd for `pid`: readable once the process has exited.

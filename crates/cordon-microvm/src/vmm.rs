@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Child;
@@ -58,6 +58,9 @@ pub struct VmConfig {
     /// The guest CPU model under TCG (`max`: every feature qemu emulates).
     pub cpu_model: String,
     pub memory: GuestMemory,
+    /// The VMM's nice value (a warm pool fills itself at a low priority, so refills do not
+    /// slow the VMs it has lent out).
+    pub nice: i32,
 }
 
 #[derive(Debug, Error)]
@@ -89,10 +92,20 @@ pub trait VmControl: fmt::Debug + Send {
     fn save(&mut self, state: &File, timeout: Duration) -> Result<(), VmmError>;
 }
 
+/// Who holds the VMM process.
+#[derive(Debug)]
+pub enum VmProcess {
+    /// This process started it: it is killed and reaped here.
+    Child(Child),
+    /// A warm pool ([`crate::pool`]) started it and lent it to this process over `lease`; the
+    /// pool kills it as soon as `lease` closes, so it cannot outlive this process.
+    Leased { lease: UnixStream },
+}
+
 /// A launched VM: its process, the agent's and the console's byte streams, and its control.
 #[derive(Debug)]
 pub struct Vm {
-    pub process: Child,
+    pub process: VmProcess,
     /// Readable when the VMM process has exited.
     pub pidfd: OwnedFd,
     /// The agent's virtio-serial port.
@@ -103,16 +116,55 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Kills the VMM and reaps it. Idempotent.
+    /// Kills the VMM (and reaps it, when it is our child). Idempotent.
     pub fn kill(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        match &mut self.process {
+            VmProcess::Child(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            VmProcess::Leased { lease } => {
+                let _ = crate::sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+                let _ = lease.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// How the VMM ended (waits for it when it is our child).
+    pub fn status(&mut self) -> String {
+        match &mut self.process {
+            VmProcess::Child(child) => match child.wait() {
+                Ok(st) => st.to_string(),
+                Err(e) => e.to_string(),
+            },
+            VmProcess::Leased { .. } => "exited (a pooled VM: its pool reaped it)".to_string(),
+        }
+    }
+
+    /// The VMM's process id.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.process {
+            VmProcess::Child(child) => Some(child.id()),
+            VmProcess::Leased { .. } => None,
+        }
     }
 }
 
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The control of a VM lent by a pool: its monitor stays with the pool.
+#[derive(Debug)]
+pub struct NoControl;
+
+impl VmControl for NoControl {
+    fn save(&mut self, _state: &File, _timeout: Duration) -> Result<(), VmmError> {
+        Err(VmmError::Monitor(
+            "a pooled VM's monitor stays with its pool".into(),
+        ))
     }
 }
 

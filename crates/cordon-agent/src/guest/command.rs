@@ -86,6 +86,12 @@ pub fn prepare_cgroup() -> io::Result<()> {
     Ok(())
 }
 
+/// Puts the guest back as boot left it after a warm-up command: its OOM baseline taken anew
+/// (the command's processes are gone: `pump` kills everything but the agent).
+pub fn rearm() {
+    OOM_AT_BOOT.store(oom_kills(), std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The pids limit set at boot (cordon's default).
 const BOOT_PIDS_MAX: u64 = 1024;
 
@@ -306,7 +312,7 @@ fn pump(port: &mut File, started: Started) -> ExitReport {
                     Ok(Some(HostMsg::Signal(sig))) => {
                         let _ = sys::kill(pid, sig);
                     }
-                    Ok(Some(HostMsg::Run(_))) => {}
+                    Ok(Some(HostMsg::Run(_) | HostMsg::Warm(_))) => {}
                     Ok(None) => break,
                     Err(e) => return setup_failed("decoding a host frame", e),
                 }

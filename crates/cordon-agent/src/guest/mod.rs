@@ -8,7 +8,8 @@
 //! 4. mount the root disk read-only at `/newroot` with a tmpfs `/tmp`, move `/dev`, mount
 //!    `/proc` and `/sys` there, and make it `/` (the initramfs is hidden from then on);
 //! 5. say [`GuestMsg::Ready`] and wait for [`HostMsg::Run`] (a snapshot of the VM is taken
-//!    here, so everything after this point runs once per sandbox).
+//!    here, so everything after this point runs once per sandbox). A warm pool first sends
+//!    [`HostMsg::Warm`]: a cordon-owned command run the same way, then Ready again.
 
 mod command;
 mod sys;
@@ -275,6 +276,21 @@ fn serve(mut port: File) -> Result<(), AgentError> {
                     || "reporting the exit".into(),
                     send(&mut port, &GuestMsg::Exit(report)),
                 );
+            }
+            HostMsg::Warm(req) => {
+                // A warm pool's VM: the same path as a command (so its code is translated),
+                // output dropped by the host, then ready again for the one real command.
+                let _ = command::run(&mut port, &req);
+                command::rearm();
+                step(
+                    || "saying ready after the warm-up".into(),
+                    send(
+                        &mut port,
+                        &GuestMsg::Ready {
+                            kernel_release: release.trim().to_string(),
+                        },
+                    ),
+                )?;
             }
             // Nothing runs yet: stdin and signals before Run have nobody to go to.
             HostMsg::Stdin(_) | HostMsg::StdinEof | HostMsg::Signal(_) => {}
