@@ -8,12 +8,13 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use cordon_sandbox::Limits;
 
 use crate::config::DeviceRule;
+use crate::device_filter;
 use thiserror::Error;
 
 use crate::sys;
@@ -31,6 +32,12 @@ pub enum CgroupError {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    #[error("device rules for {dir}")]
+    Devices {
+        dir: PathBuf,
+        #[source]
+        source: device_filter::DeviceFilterError,
     },
 }
 
@@ -182,7 +189,8 @@ impl SandboxCgroups {
     }
 
     /// Creates cgroups at `rel` (relative to each hierarchy's root; parents are created as
-    /// needed) with `limits`, and, on v1, the device rules (after denying every device).
+    /// needed) with `limits`, and the device rules (after denying every device): on v1 through
+    /// the `devices` controller, on v2 as an eBPF program attached to the group.
     pub fn create_at(
         layout: &Layout,
         rel: &Path,
@@ -196,7 +204,17 @@ impl SandboxCgroups {
             v2: matches!(layout, Layout::V2 { .. }),
         };
         match layout {
-            Layout::V2 { root } => cg.create_v2(root, rel, limits)?,
+            Layout::V2 { root } => {
+                cg.create_v2(root, rel, limits)?;
+                if let Some(rules) = devices {
+                    let dir = root.join(rel);
+                    // BPF_PROG_ATTACH takes a real open file, not an O_PATH one.
+                    let fd = sys::openat(None, &dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                        .map_err(io_err("opening", &dir))?;
+                    device_filter::attach(fd.as_fd(), rules)
+                        .map_err(|e| CgroupError::Devices { dir, source: e })?;
+                }
+            }
             Layout::V1 {
                 memory,
                 pids,

@@ -12,6 +12,7 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod device_filter;
 pub mod exec;
 mod launch;
 pub mod rootfs;
@@ -422,15 +423,20 @@ impl ContainerTier {
         let exec_candidates = exec_candidates(&p.argv[0], &env_pairs)?;
         let cwd = cstr(&p.cwd.to_string_lossy())?;
 
-        let cgroups = match &cfg.cgroup.path {
-            None => SandboxCgroups::create(&layout, id, &cfg.cgroup.limits),
-            Some(rel) => SandboxCgroups::create_at(
-                &layout,
-                rel,
-                &cfg.cgroup.limits,
-                cfg.cgroup.devices.as_deref(),
-            ),
-        }
+        let default_rel;
+        let rel = match &cfg.cgroup.path {
+            Some(rel) => rel,
+            None => {
+                default_rel = Path::new("cordon").join(id);
+                &default_rel
+            }
+        };
+        let cgroups = SandboxCgroups::create_at(
+            &layout,
+            rel,
+            &cfg.cgroup.limits,
+            cfg.cgroup.devices.as_deref(),
+        )
         .map_err(|e| tier_err("creating cgroups", e.into()))?;
         let entry = cgroups
             .entry()

@@ -812,3 +812,64 @@ pub fn fexecve(fd: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Er
     };
     io::Error::last_os_error()
 }
+
+/// `bpf(BPF_PROG_LOAD)` of a `BPF_PROG_TYPE_CGROUP_DEVICE` program; returns the program fd.
+pub fn bpf_load_cgroup_device(prog: &[crate::device_filter::Insn]) -> io::Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    let license = c"Apache-2.0";
+    let insn_cnt = u32::try_from(prog.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "program too long"))?;
+    // union bpf_attr, prog-load variant: prog_type, insn_cnt, insns, license, log_level,
+    // log_size, log_buf, kern_version, prog_flags, prog_name[16], prog_ifindex,
+    // expected_attach_type; the rest zero.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_CGROUP_DEVICE.to_ne_bytes());
+    attr[4..8].copy_from_slice(&insn_cnt.to_ne_bytes());
+    attr[8..16].copy_from_slice(&(prog.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[48..54].copy_from_slice(b"cordon");
+    attr[68..72].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
+    // SAFETY: `attr` is a zero-padded bpf_attr of the size passed; the instruction array and
+    // the license string it points to outlive the call.
+    let fd = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    })?;
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("bpf returned a bad fd"))?;
+    // SAFETY: a successful BPF_PROG_LOAD returns a new fd that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `bpf(BPF_PROG_ATTACH)` of a device program to the cgroup2 directory `cgroup`, with
+/// `BPF_F_ALLOW_MULTI`.
+pub fn bpf_attach_cgroup_device(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    const BPF_F_ALLOW_MULTI: u32 = 2;
+    let target =
+        u32::try_from(cgroup.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    let prog =
+        u32::try_from(prog.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // union bpf_attr, attach variant: target_fd, attach_bpf_fd, attach_type, attach_flags.
+    let mut attr = [0u8; 32];
+    attr[0..4].copy_from_slice(&target.to_ne_bytes());
+    attr[4..8].copy_from_slice(&prog.to_ne_bytes());
+    attr[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
+    attr[12..16].copy_from_slice(&BPF_F_ALLOW_MULTI.to_ne_bytes());
+    // SAFETY: `attr` is a zero-padded bpf_attr of the size passed; both fds are open.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    })?;
+    Ok(())
+}

@@ -4,13 +4,15 @@
 //! On a pure v2 host this uses /sys/fs/cgroup; on a hybrid host (v1 controllers, cgroup2 at
 //! /sys/fs/cgroup/unified) it uses the unified hierarchy, which has no memory/pids/cpu
 //! controllers there, so the specs below ask for no limits and the limit writes themselves are
-//! not exercised (a second test checks that asking for one is a clear error instead).
+//! not exercised (a second test checks that asking for one is a clear error instead). Device
+//! rules, which v2 enforces with an eBPF program rather than a controller, are tested for real.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cordon_container::ContainerTier;
+use cordon_container::{sandbox_config, ContainerTier, DeviceRule};
 use cordon_sandbox::{ExitOutcome, RunningSandbox, SandboxSpec};
 use cordon_testkit::require_root;
 
@@ -34,6 +36,13 @@ fn cgroup2_root() -> Result<PathBuf, String> {
         .map(PathBuf::from)
         .find(|p| is_cgroup2(p))
         .ok_or_else(|| "no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified".into())
+}
+
+/// The tests look at the set of groups under cordon/: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn tier(root: &Path) -> ContainerTier {
@@ -72,6 +81,7 @@ fn sandbox_runs_in_its_own_group_and_a_timeout_kills_the_group() {
             return;
         }
     };
+    let _one_at_a_time = serial();
     // A parent that forks a grandchild: killing the group must take both.
     let spec = unlimited(&["/bin/sh", "-c", "sleep 60 & sleep 60; wait"]);
     let running = tier(&root)
@@ -112,7 +122,6 @@ fn sandbox_runs_in_its_own_group_and_a_timeout_kills_the_group() {
         members.len() >= 4,
         "init, sh and two sleeps expected: {members:?}"
     );
-    eprintln!("{}: members {members:?}", group.display());
     let started = Instant::now();
     let outcome = running
         .wait(Some(Instant::now() + Duration::from_millis(300)))
@@ -148,6 +157,7 @@ fn asking_for_a_missing_controller_is_a_clear_error_and_leaves_nothing() {
             return;
         }
     };
+    let _one_at_a_time = serial();
     let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
     if controllers.split_whitespace().any(|c| c == "pids") {
         eprintln!(
@@ -179,4 +189,64 @@ fn asking_for_a_missing_controller_is_a_clear_error_and_leaves_nothing() {
         "unclear error: {chain}"
     );
     assert_eq!(sandbox_groups(&root), before, "a group was left behind");
+}
+
+/// Device rules on cgroup2 are an eBPF program on the group: with only /dev/null readable and
+/// writable (and mknod of character devices, which the sandbox's /dev setup needs), the
+/// sandbox can write /dev/null but not read /dev/zero (both nodes exist in its /dev); without
+/// rules the same script reads /dev/zero, so the denial is the program's doing.
+#[test]
+fn device_rules_become_an_ebpf_program_that_denies_other_devices() {
+    require_root!();
+    let root = match cgroup2_root() {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("SKIPPED: {}: {why}", module_path!());
+            return;
+        }
+    };
+    let _one_at_a_time = serial();
+    let script =
+        "echo x > /dev/null || exit 3; head -c1 /dev/zero >/dev/null 2>/dev/null && exit 4; exit 0";
+    let spec = unlimited(&["/bin/sh", "-c", script]);
+    let run = |devices: Option<Vec<DeviceRule>>| {
+        let mut cfg = sandbox_config(&spec, 0, 0);
+        cfg.cgroup.devices = devices;
+        let running = tier(&root)
+            .create_started_config(&cfg)
+            .expect("creating the sandbox");
+        let group = running.cgroup_dirs()[0].clone();
+        let outcome = running
+            .wait(Some(Instant::now() + Duration::from_secs(30)))
+            .expect("waiting");
+        assert!(!group.exists(), "{} left behind", group.display());
+        outcome
+    };
+    // mknod of any character device (the sandbox creates its /dev nodes), read/write /dev/null.
+    let null_only = vec![
+        DeviceRule {
+            allow: true,
+            kind: 'c',
+            major: None,
+            minor: None,
+            access: "m".into(),
+        },
+        DeviceRule {
+            allow: true,
+            kind: 'c',
+            major: Some(1),
+            minor: Some(3),
+            access: "rwm".into(),
+        },
+    ];
+    let filtered = run(Some(null_only));
+    assert!(
+        matches!(filtered, ExitOutcome::Exited(0)),
+        "with only /dev/null allowed: {filtered:?} (3: /dev/null denied, 4: /dev/zero readable)"
+    );
+    let open = run(None);
+    assert!(
+        matches!(open, ExitOutcome::Exited(4)),
+        "without device rules /dev/zero should be readable: {open:?}"
+    );
 }
