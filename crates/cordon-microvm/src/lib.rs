@@ -144,6 +144,14 @@ fn random_seed() -> Vec<u8> {
     seed
 }
 
+/// The guest's RAM: `--memory` (default 1 GiB), at least [`MIN_MEMORY_MIB`].
+fn guest_memory_mib(spec: &SandboxSpec) -> u64 {
+    spec.limits
+        .memory_bytes
+        .map_or(1024, |b| b / MIB)
+        .max(MIN_MEMORY_MIB)
+}
+
 pub(crate) fn run_request(spec: &SandboxSpec) -> RunRequest {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -155,7 +163,9 @@ pub(crate) fn run_request(spec: &SandboxSpec) -> RunRequest {
         uid: spec.uid,
         gid: spec.gid,
         hostname: spec.hostname.clone(),
-        tmp_bytes: spec.limits.tmp_bytes,
+        // The guest's /tmp is a tmpfs in guest RAM: capped at half of it, so filling /tmp
+        // ends in ENOSPC rather than the guest's OOM killer taking the workload.
+        tmp_bytes: spec.limits.tmp_bytes.min(guest_memory_mib(spec) * MIB / 2),
         loopback: spec.network == Network::Loopback,
         pids_max: spec.limits.pids.unwrap_or(0),
         capabilities: capability_mask(spec),
@@ -269,11 +279,7 @@ impl MicrovmTier {
             RootfsSource::HostSystem => self.cache.default_rootfs()?,
             RootfsSource::Dir(dir) => self.cache.dir_rootfs(dir)?,
         };
-        let memory_mib = spec
-            .limits
-            .memory_bytes
-            .map_or(1024, |b| b / MIB)
-            .max(MIN_MEMORY_MIB);
+        let memory_mib = guest_memory_mib(spec);
         let vcpus = spec
             .limits
             .cpu_millis
