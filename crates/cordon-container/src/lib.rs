@@ -747,6 +747,14 @@ impl RunningSandbox for RunningContainer {
 /// Handles one pending seccomp notification on the listener fd (the sentry tier's supervisor).
 pub type Supervisor<'a> = &'a mut dyn FnMut(std::os::fd::BorrowedFd<'_>);
 
+/// What the wait loop does with the workload's seccomp listener.
+enum ListenerUse<'a> {
+    /// Poll it and call the supervisor for each pending notification.
+    Serve(Supervisor<'a>),
+    /// Give it away as soon as it arrives.
+    HandOver(&'a mut dyn FnMut(OwnedFd)),
+}
+
 impl RunningContainer {
     /// Like [`RunningSandbox::wait`], and meanwhile receives the workload's seccomp listener
     /// (see `ProcessConfig::notify`) and calls `supervisor` whenever a notification is pending.
@@ -755,13 +763,25 @@ impl RunningContainer {
         deadline: Option<Instant>,
         supervisor: Supervisor<'_>,
     ) -> Result<ExitOutcome, SandboxError> {
-        self.wait_inner(deadline, Some(supervisor))
+        self.wait_inner(deadline, Some(ListenerUse::Serve(supervisor)))
+    }
+
+    /// Like [`RunningSandbox::wait`], and hands the workload's seccomp listener (see
+    /// `ProcessConfig::notify`) to `hand_over` as soon as it arrives: whoever takes it serves
+    /// the notifications itself (e.g. on a thread blocked in `SECCOMP_IOCTL_NOTIF_RECV`), and
+    /// this loop no longer polls it.
+    pub fn wait_handing_over(
+        self,
+        deadline: Option<Instant>,
+        hand_over: &mut dyn FnMut(OwnedFd),
+    ) -> Result<ExitOutcome, SandboxError> {
+        self.wait_inner(deadline, Some(ListenerUse::HandOver(hand_over)))
     }
 
     fn wait_inner(
         mut self,
         deadline: Option<Instant>,
-        mut supervisor: Option<Supervisor<'_>>,
+        mut supervisor: Option<ListenerUse<'_>>,
     ) -> Result<ExitOutcome, SandboxError> {
         let s = &mut self.inner;
         let mut listener: Option<OwnedFd> = None;
@@ -827,11 +847,16 @@ impl RunningContainer {
             if fds[3].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
                 if let Some(sock) = s.notify_sock.take() {
                     listener = sys::recv_fd(sock.as_fd()).ok().flatten();
+                    if let (Some(ListenerUse::HandOver(hand_over)), Some(l)) =
+                        (&mut supervisor, listener.take())
+                    {
+                        hand_over(l);
+                    }
                 }
             }
             if fds[4].revents & libc::POLLIN != 0 {
                 match (&mut supervisor, &listener) {
-                    (Some(handle), Some(l)) => handle(l.as_fd()),
+                    (Some(ListenerUse::Serve(handle)), Some(l)) => handle(l.as_fd()),
                     _ => listener = None,
                 }
             } else if fds[4].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {

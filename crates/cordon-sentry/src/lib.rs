@@ -23,6 +23,9 @@ pub mod supervisor;
 mod sys;
 pub mod view;
 
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use cordon_container::{sandbox_config, ContainerTier};
@@ -41,6 +44,10 @@ pub enum SentryError {
     Confine(#[from] confine::ConfineError),
     #[error("the sentry tier needs root")]
     NotRoot,
+    #[error("starting the supervisor thread")]
+    Thread(#[source] std::io::Error),
+    #[error("installing the supervisor thread's wake-up handler")]
+    WakeSignal(#[source] std::io::Error),
 }
 
 fn tier_err(step: &str, e: SentryError) -> SandboxError {
@@ -76,25 +83,71 @@ impl SentryTier {
         cfg.process.notify = Some(notify_policy::notify_policy());
         let deadline = spec.timeout.map(|t| Instant::now() + t);
         let running = self.container.create_started_config(&cfg)?;
-        let view = View::open(running.pid())
+        let pid = running.pid();
+        let view = View::open(pid)
             .map_err(|e| tier_err("starting the supervisor", SentryError::Root(e)))?;
-        let confinement = confine::confine(running.pid())
-            .map_err(|e| tier_err("starting the supervisor", e.into()))?;
+        let step = |e: SentryError| tier_err("starting the supervisor", e);
+        // The supervisor thread, started before anything is confined (the confined threads
+        // may not clone) and confining itself before it reads the first notification.
+        let mut sup = Supervisor::new(view, spec.uid, spec.gid, AuditLog::new(self.audit));
+        let (listener_tx, listener_rx) = mpsc::channel::<OwnedFd>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_worker = Arc::clone(&stop);
+        let worker = std::thread::Builder::new()
+            .name("cordon-sentry".into())
+            .spawn(move || {
+                let ready = sys::catch_wake_signal()
+                    .map_err(SentryError::WakeSignal)
+                    .and_then(|()| confine::confine(pid).map_err(SentryError::from));
+                let confined = ready.is_ok();
+                let _ = ready_tx.send(ready.map(|_| sys::gettid()));
+                if confined {
+                    if let Ok(listener) = listener_rx.recv() {
+                        sys::notif_sync_wakeup(listener.as_fd());
+                        sup.serve(listener.as_fd(), &stop_worker);
+                    }
+                }
+                sup
+            })
+            .map_err(|e| step(SentryError::Thread(e)))?;
+        // The waiting thread (teardown, signal forwarding) is confined the same way.
+        let confinement = confine::confine(pid).map_err(|e| step(e.into()));
+        let worker_tid = ready_rx
+            .recv()
+            .unwrap_or(Err(SentryError::Thread(
+                std::io::ErrorKind::BrokenPipe.into(),
+            )))
+            .map_err(step);
+        let (confinement, worker_tid) = match (confinement, worker_tid) {
+            (Ok(c), Ok(t)) => (c, t),
+            (Err(e), _) | (_, Err(e)) => {
+                drop(listener_tx);
+                let _ = worker.join();
+                return Err(e);
+            }
+        };
         if self.debug {
             eprintln!(
                 "cordon-sentry: supervisor confined; {}",
                 confinement.landlock
             );
         }
-        let mut sup = Supervisor::new(view, spec.uid, spec.gid, AuditLog::new(self.audit));
-        let mut synced = false;
-        let outcome = running.wait_supervised(deadline, &mut |listener| {
-            if !synced {
-                synced = true;
-                sys::notif_sync_wakeup(listener);
-            }
-            sup.handle(listener);
+        let outcome = running.wait_handing_over(deadline, &mut |listener| {
+            let _ = listener_tx.send(listener);
         });
+        // Every process under the filter is gone: stop the supervisor thread.
+        drop(listener_tx);
+        stop.store(true, Ordering::Release);
+        while !worker.is_finished() {
+            let _ = sys::wake_thread(worker_tid);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut sup = worker.join().map_err(|_| {
+            step(SentryError::Thread(std::io::Error::other(
+                "the supervisor thread panicked",
+            )))
+        })?;
         sup.audit().finish();
         if self.debug {
             let denied = sup.audit().denied_total;

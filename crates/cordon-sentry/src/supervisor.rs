@@ -7,6 +7,7 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::{AuditLog, Denial};
 use crate::notify_policy;
@@ -304,6 +305,25 @@ impl Supervisor {
         let Ok(n) = sys::notif_recv(listener) else {
             return; // the caller died or was interrupted meanwhile
         };
+        self.answer(listener, n);
+    }
+
+    /// Serves `listener` on the calling thread, which waits in `SECCOMP_IOCTL_NOTIF_RECV`
+    /// between calls (no poll: one wakeup per call), until `stop` is set and the thread is
+    /// interrupted with [`sys::WAKE_SIGNAL`] (see [`sys::catch_wake_signal`]).
+    pub fn serve(&mut self, listener: BorrowedFd<'_>, stop: &AtomicBool) {
+        while !stop.load(Ordering::Acquire) {
+            match sys::notif_recv(listener) {
+                Ok(n) => self.answer(listener, n),
+                // interrupted, or the caller died between the wakeup and the receive
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ENOENT)) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Performs or refuses the call `n` and answers it.
+    fn answer(&mut self, listener: BorrowedFd<'_>, n: Notification) {
         self.handled += 1;
         let mut call = Call {
             n,
@@ -370,6 +390,9 @@ impl Supervisor {
 
     /// Checks the policy on the object behind `fd`.
     fn check(&mut self, call: &Call<'_>, fd: BorrowedFd<'_>, write: bool) -> SysResult<()> {
+        if !self.view.needs_check(fd) {
+            return Ok(());
+        }
         let path = canonical(fd)?;
         self.check_path(call, &path, write)
     }

@@ -232,6 +232,76 @@ pub fn statx_empty(fd: BorrowedFd<'_>, sync: i32, mask: u32) -> io::Result<[u8; 
     Ok(buf)
 }
 
+/// The unique id of the mount `fd` lies on (`STATX_MNT_ID_UNIQUE`, Linux >= 6.8: never
+/// reused); `None` when the kernel does not offer it.
+pub fn mount_id_unique(fd: BorrowedFd<'_>) -> io::Result<Option<u64>> {
+    const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+    const MNT_ID_OFFSET: usize = 0x90;
+    let buf = statx_empty(fd, libc::AT_STATX_DONT_SYNC, STATX_MNT_ID_UNIQUE)?;
+    let mask = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes"));
+    if mask & STATX_MNT_ID_UNIQUE == 0 {
+        return Ok(None);
+    }
+    let id = &buf[MNT_ID_OFFSET..MNT_ID_OFFSET + 8];
+    Ok(Some(u64::from_ne_bytes(id.try_into().expect("8 bytes"))))
+}
+
+/// Reads a small file (a few pages, e.g. from /proc) whose path we built ourselves.
+pub fn read_small_file(path: &CStr) -> io::Result<Vec<u8>> {
+    let fd = openat(libc::AT_FDCWD, path, libc::O_RDONLY)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: `buf` is writable for its whole length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = usize::try_from(check(n as libc::c_long)?).unwrap_or(0);
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The signal that interrupts the supervisor thread's blocking receive.
+pub const WAKE_SIGNAL: i32 = libc::SIGUSR1;
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Makes [`WAKE_SIGNAL`] interrupt blocking calls (a handler that does nothing, without
+/// `SA_RESTART`) instead of killing the process, and unblocks it on the calling thread.
+pub fn catch_wake_signal() -> io::Result<()> {
+    // SAFETY: sigaction is plain data; all-zero is an empty mask and no flags.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: `sa` is a valid sigaction whose handler is async-signal-safe (it does nothing).
+    check(unsafe { libc::sigaction(WAKE_SIGNAL, &sa, std::ptr::null_mut()) }.into())?;
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, WAKE_SIGNAL);
+    }
+    // SAFETY: `set` is initialised; the old mask is not wanted.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// This thread's id.
+pub fn gettid() -> libc::pid_t {
+    // SAFETY: gettid cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Sends [`WAKE_SIGNAL`] to thread `tid` of this process.
+pub fn wake_thread(tid: libc::pid_t) -> io::Result<()> {
+    // SAFETY: tgkill takes plain integers.
+    check(unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, WAKE_SIGNAL) }).map(drop)
+}
+
 /// Runs a path syscall that returns 0 or -1; `f` gets the C strings already checked.
 pub fn path_call(f: impl FnOnce() -> libc::c_long) -> io::Result<i64> {
     check(f())

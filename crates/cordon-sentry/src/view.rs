@@ -52,6 +52,37 @@ pub const HIDDEN: &[&str] = &[
 /// Trees the workload may read but never open for writing or change (EACCES).
 pub const READ_ONLY: &[&str] = &["/proc", "/sys"];
 
+/// The trees [`HIDDEN`] and [`READ_ONLY`] lie in.
+const POLICED: &[&str] = &["/proc", "/sys"];
+
+/// The mount points (field 5) of a `/proc/PID/mountinfo`, with its octal escapes undone.
+fn mount_points(info: &[u8]) -> Vec<Vec<u8>> {
+    info.split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|field| {
+            let mut out = Vec::with_capacity(field.len());
+            let mut i = 0;
+            while i < field.len() {
+                let esc = field.get(i + 1..i + 4).filter(|_| field[i] == b'\\');
+                let code = esc
+                    .and_then(|d| std::str::from_utf8(d).ok())
+                    .and_then(|d| u8::from_str_radix(d, 8).ok());
+                match code {
+                    Some(c) => {
+                        out.push(c);
+                        i += 4;
+                    }
+                    None => {
+                        out.push(field[i]);
+                        i += 1;
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
 /// Whether `path` is `prefix` or lies beneath it.
 fn under(path: &[u8], prefix: &str) -> bool {
     let p = prefix.as_bytes();
@@ -81,6 +112,10 @@ pub fn judge(path: &[u8], write: bool) -> Verdict {
 #[derive(Debug)]
 pub struct View {
     root: OwnedFd,
+    /// Unique ids (`STATX_MNT_ID_UNIQUE`, never reused) of the mounts whose mount point lies
+    /// outside `/proc` and `/sys`: no object on them can have a path the policy names, so
+    /// checking one costs a `statx` instead of reading its path back.
+    clean: Vec<u64>,
 }
 
 pub const RESOLVE: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
@@ -111,7 +146,41 @@ impl View {
     pub fn open(pid: libc::pid_t) -> io::Result<View> {
         let path = CString::new(format!("/proc/{pid}/root")).expect("no NUL");
         let root = sys::openat(libc::AT_FDCWD, &path, libc::O_PATH | libc::O_DIRECTORY)?;
-        Ok(View { root })
+        let mut view = View {
+            root,
+            clean: Vec::new(),
+        };
+        let info = CString::new(format!("/proc/{pid}/mountinfo")).expect("no NUL");
+        let info = sys::read_small_file(&info)?;
+        view.clean = mount_points(&info)
+            .iter()
+            .filter(|m| !POLICED.iter().any(|p| under(m, p)))
+            .filter_map(|m| view.mount_of(m))
+            .collect();
+        view.clean.sort_unstable();
+        view.clean.dedup();
+        Ok(view)
+    }
+
+    /// The unique id of the mount whose root is the sandbox path `point`; `None` when the path
+    /// does not read back as itself (not a plain directory path, or something in the way).
+    fn mount_of(&self, point: &[u8]) -> Option<u64> {
+        let fd = self
+            .resolve(point, libc::O_PATH | libc::O_NOFOLLOW, 0, 0)
+            .ok()?;
+        if canonical(fd.as_fd()).ok()? != point {
+            return None;
+        }
+        sys::mount_id_unique(fd.as_fd()).ok().flatten()
+    }
+
+    /// Whether the policy may have something to say about the object behind `fd` (it lies on
+    /// a mount under `/proc` or `/sys`, or on one the view does not know).
+    pub fn needs_check(&self, fd: BorrowedFd<'_>) -> bool {
+        match sys::mount_id_unique(fd) {
+            Ok(Some(id)) => self.clean.binary_search(&id).is_err(),
+            _ => true,
+        }
     }
 
     pub fn root(&self) -> BorrowedFd<'_> {
@@ -180,6 +249,21 @@ mod tests {
         assert_eq!(judge(b"/proc/self/status", false), Verdict::Allow);
         assert_eq!(judge(b"/proc/1/oom_score_adj", true), Verdict::ReadOnly);
         assert_eq!(judge(b"/tmp/x", true), Verdict::Allow);
+        for h in HIDDEN.iter().chain(READ_ONLY) {
+            assert!(POLICED.iter().any(|p| under(h.as_bytes(), p)), "{h}");
+        }
+    }
+
+    #[test]
+    fn mountinfo_points() {
+        let info = b"22 1 0:21 / / rw - ext4 /dev/vda rw\n\
+                     23 22 0:22 / /proc rw - proc proc rw\n\
+                     24 22 0:23 / /my\\040dir ro - tmpfs tmpfs ro\n";
+        let points = mount_points(info);
+        assert_eq!(
+            points,
+            vec![b"/".to_vec(), b"/proc".to_vec(), b"/my dir".to_vec()]
+        );
     }
 
     #[test]
