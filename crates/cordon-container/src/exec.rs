@@ -61,6 +61,18 @@ pub fn exec_in(
     process: &ProcessConfig,
     console: Option<&Path>,
 ) -> Result<libc::pid_t, ExecError> {
+    exec_in_supervised(pid, cgroup_dirs, process, console).map(|(pid, _)| pid)
+}
+
+/// [`exec_in`] for a process with `process.notify` (the sentry tier): also returns the socket
+/// on which the new process sends its seccomp listener, for the supervisor to receive with
+/// [`crate::recv_listener`]. Its supervised syscalls wait until a supervisor serves them.
+pub fn exec_in_supervised(
+    pid: libc::pid_t,
+    cgroup_dirs: &[PathBuf],
+    process: &ProcessConfig,
+    console: Option<&Path>,
+) -> Result<(libc::pid_t, Option<OwnedFd>), ExecError> {
     let cstr = |s: &str| {
         CString::new(s).map_err(|_| ExecError::Invalid(format!("{s:?} contains a NUL byte")))
     };
@@ -93,6 +105,14 @@ pub fn exec_in(
     };
     let cwd = cstr(&process.cwd.to_string_lossy())?;
     let filter = process.seccomp.as_ref().map(|p| p.compile());
+    let notify_filter = process.notify.as_ref().map(|p| p.compile());
+    let (notify_parent, notify_child) = match notify_filter {
+        Some(_) => {
+            let (a, b) = sys::socketpair().map_err(|e| ExecError::Syscall("socketpair", e))?;
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    };
     let mut joins: Vec<(libc::c_int, OwnedFd)> = Vec::new();
     let mut userns = false;
     for (name, kind) in NAMESPACES {
@@ -147,6 +167,7 @@ pub fn exec_in(
     match unsafe { sys::fork() }.map_err(|e| ExecError::Syscall("fork", e))? {
         0 => {
             drop(report_r);
+            drop(notify_parent);
             let fail = |what: &str, e: std::io::Error| -> ! {
                 let _ = sys::write_all(report_w.as_fd(), format!("E{what}: {e}").as_bytes());
                 sys::exit_now(125);
@@ -203,11 +224,15 @@ pub fn exec_in(
                 &env,
                 &candidates,
                 filter.as_deref(),
+                notify_filter
+                    .as_deref()
+                    .zip(notify_child.as_ref().map(|s| s.as_fd())),
                 tty,
             )
         }
         helper => {
             drop(report_w);
+            drop(notify_child);
             let mut buf = [0u8; 512];
             let n = sys::read(report_r.as_fd(), &mut buf).unwrap_or(0);
             let _ = sys::waitpid(helper, 0);
@@ -216,7 +241,7 @@ pub fn exec_in(
                 .strip_prefix('P')
                 .and_then(|p| p.parse::<libc::pid_t>().ok())
             {
-                Some(child) => Ok(child),
+                Some(child) => Ok((child, notify_parent)),
                 None => Err(ExecError::Invalid(
                     msg.strip_prefix('E')
                         .unwrap_or("the exec helper died")

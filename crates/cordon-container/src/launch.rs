@@ -412,6 +412,7 @@ pub(crate) fn exec_process(
     env: &[CString],
     candidates: &[CString],
     filter: Option<&[libc::sock_filter]>,
+    notify: Option<(&[libc::sock_filter], BorrowedFd<'_>)>,
     tty: Option<OwnedFd>,
 ) -> ! {
     let fail = |what: &str, e: std::io::Error, code: i32| -> ! {
@@ -458,6 +459,18 @@ pub(crate) fn exec_process(
             if let Err(e) = sys::seccomp_install(filter) {
                 fail("installing the seccomp filter", e, 125);
             }
+        }
+    }
+    if let Some((notify_filter, sock)) = notify {
+        // As for the container's first process: the supervised-syscall filter comes last and
+        // its listener goes to the supervisor over `sock`.
+        match sys::seccomp_install_listener(notify_filter) {
+            Ok(listener) => {
+                if let Err(e) = sys::send_fd(sock, listener.as_fd()) {
+                    fail("handing the seccomp listener to the supervisor", e, 125);
+                }
+            }
+            Err(e) => fail("installing the supervised-syscall filter", e, 125),
         }
     }
     let mut denied = None;

@@ -301,6 +301,16 @@ pub type HookRunner<'a> = &'a mut dyn FnMut(&str, libc::pid_t) -> Result<(), Str
 pub struct DetachedContainer {
     pub pid: libc::pid_t,
     pub cgroup_dirs: Vec<PathBuf>,
+    /// With `process.notify`: the socket the workload sends its seccomp listener on once
+    /// started (receive it with [`recv_listener`]); whoever holds it must serve the listener.
+    pub notify_sock: Option<OwnedFd>,
+}
+
+/// Receives the seccomp listener a supervised process sends on `sock` (see
+/// [`DetachedContainer::notify_sock`] and [`exec::exec_in_supervised`]); `None` when the other
+/// end closed without sending one.
+pub fn recv_listener(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    sys::recv_fd(sock)
 }
 
 impl ContainerTier {
@@ -380,6 +390,7 @@ impl ContainerTier {
         Ok(DetachedContainer {
             pid,
             cgroup_dirs: cgroups.persist(),
+            notify_sock: sandbox.notify_sock.take(),
         })
     }
 
