@@ -159,3 +159,51 @@ impl SentryTier {
         outcome
     }
 }
+
+/// What a detached supervisor did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeReport {
+    pub handled: u64,
+    pub denied: u64,
+}
+
+/// Serves the supervised syscalls of one process started by someone else: the OCI front's
+/// `create` (the container's first process) and `exec` hand over the socket its seccomp
+/// listener arrives on ([`cordon_container::DetachedContainer::notify_sock`],
+/// [`cordon_container::exec::exec_in_supervised`]). `init_pid` is the container's init (its
+/// root and network namespace are the sandbox's); `uid`/`gid` the process's identity.
+///
+/// Opens the view and confines the calling process exactly as [`SentryTier::run`] does, then
+/// waits for the listener and serves it until no process uses the filter any more. Like
+/// `run`, this confines the caller for good: call it from a process of its own.
+pub fn serve_detached(
+    init_pid: libc::pid_t,
+    notify_sock: std::os::fd::OwnedFd,
+    uid: u32,
+    gid: u32,
+    audit: AuditSink,
+) -> Result<ServeReport, SentryError> {
+    use std::os::fd::AsFd;
+    let view = View::open(init_pid).map_err(SentryError::Root)?;
+    confine::confine(init_pid)?;
+    let mut sup = Supervisor::new(view, uid, gid, AuditLog::new(audit));
+    // EOF without a listener: the process died (or failed) before its exec.
+    let Ok(Some(listener)) = cordon_container::recv_listener(notify_sock.as_fd()) else {
+        return Ok(ServeReport::default());
+    };
+    drop(notify_sock);
+    sys::notif_sync_wakeup(listener.as_fd());
+    // Until every process under the filter is gone (or poll fails).
+    while let Ok(revents) = sys::poll_in(listener.as_fd()) {
+        if revents & libc::POLLIN != 0 {
+            sup.handle(listener.as_fd());
+        } else if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            break;
+        }
+    }
+    sup.audit().finish();
+    Ok(ServeReport {
+        handled: sup.handled,
+        denied: sup.audit().denied_total,
+    })
+}

@@ -451,3 +451,23 @@ pub fn landlock_abi() -> Option<i64> {
     };
     (v > 0).then_some(v)
 }
+
+/// Waits (without a timeout) until `fd` is readable or hung up; returns its `revents`.
+pub fn poll_in(fd: BorrowedFd<'_>) -> io::Result<i16> {
+    let mut pfd = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    loop {
+        // SAFETY: `pfd` is a valid array of one pollfd.
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, -1) };
+        if n >= 0 {
+            return Ok(pfd[0].revents);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
