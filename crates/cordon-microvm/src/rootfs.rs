@@ -84,6 +84,13 @@ impl Cache {
         result
     }
 
+    /// Where [`Self::dir_rootfs`] keeps the image of `tree`, built or not (the OCI front's
+    /// keeper removes an image that only its own container used).
+    pub fn dir_rootfs_path(&self, tree: &Path) -> Result<PathBuf, AssetError> {
+        let key = tree_hash(tree)?;
+        Ok(self.rootfs_dir()?.join(format!("dir-{}.ext4", &key[..24])))
+    }
+
     /// An image of `tree` (a `--rootfs DIR`), built on first use and cached by the tree's hash.
     pub fn dir_rootfs(&self, tree: &Path) -> Result<PathBuf, AssetError> {
         let key = tree_hash(tree)?;
