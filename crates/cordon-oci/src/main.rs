@@ -7,8 +7,10 @@
 
 mod bundle;
 mod hooks;
+mod keeper;
 mod seccomp;
 mod state;
+mod supervisor;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -198,14 +200,20 @@ fn check_tier(
         .or_else(|| annotations.get(ANNOTATION_TIER).cloned())
         .unwrap_or_else(|| "container".into());
     match tier.as_str() {
-        "container" => Ok(tier),
-        "sentry" | "microvm" => Err(OciError::Runtime(format!(
-            "the {tier} tier is not available through the OCI runtime yet (only container)"
-        ))),
+        "container" | "sentry" | "microvm" => Ok(tier),
         other => Err(OciError::Usage(format!(
             "unknown tier {other:?} (known: container, sentry, microvm)"
         ))),
     }
+}
+
+/// A process of a sentry container: supervised syscalls go to the supervisor. It always runs
+/// with no_new_privileges: the supervised-syscall filter is installed after the process has
+/// dropped to its own identity (the supervisor must not see the runtime's own setup calls), and
+/// without privileges that is only allowed under no_new_privileges.
+fn sentry_process(p: &mut cordon_container::ProcessConfig) {
+    p.notify = Some(cordon_sentry::notify_policy::notify_policy());
+    p.no_new_privileges = true;
 }
 
 fn create(ctx: &Ctx, a: &CreateArgs) -> Result<Record, OciError> {
@@ -262,7 +270,12 @@ fn create_in(
             std::io::Error::last_os_error()
         )));
     }
-    let cfg = bundle::container_config(b, &a.id, fifo, a.console_socket.clone())?;
+    let mut cfg = bundle::container_config(b, &a.id, fifo, a.console_socket.clone())?;
+    let sentry = tier == "sentry";
+    let tier_name = tier.clone();
+    if sentry {
+        sentry_process(&mut cfg.process);
+    }
     let mut record = Record {
         id: a.id.clone(),
         pid: 0,
@@ -290,6 +303,33 @@ fn create_in(
             _ => Ok(()),
         }
     };
+    if tier_name == "microvm" {
+        let spec = keeper::sandbox_spec(&cfg, &b.rootfs)?;
+        let kept = keeper::create(
+            &ctx.tier.cgroup_root,
+            &cfg,
+            spec,
+            &state::fifo(&ctx.root, &a.id),
+        )?;
+        // The VM has no namespaces of the container's to run hooks in; prestart and
+        // createRuntime see the keeper's pid (its network namespace is its own, empty).
+        let hooked = run_hooks("namespaces", kept.pid).map_err(OciError::Runtime);
+        record.pid = kept.pid;
+        record.pid_start = state::start_time(kept.pid).unwrap_or(0);
+        record.cgroup_dirs = kept.cgroup_dirs;
+        let saved = hooked
+            .and_then(|()| record.save(&ctx.root))
+            .and_then(|()| match &a.pid_file {
+                Some(p) => write_pid_file(p, record.pid),
+                None => Ok(()),
+            });
+        if let Err(e) = saved {
+            let _ = kill_and_wait(&record, libc::SIGKILL);
+            cgroup::remove_dirs(&record.cgroup_dirs);
+            return Err(e);
+        }
+        return Ok(record);
+    }
     let created = ctx
         .tier
         .create_detached(&cfg, &a.id, &mut run_hooks)
@@ -297,10 +337,26 @@ fn create_in(
     record.pid = created.pid;
     record.pid_start = state::start_time(created.pid).unwrap_or(0);
     record.cgroup_dirs = created.cgroup_dirs;
-    let saved = record.save(&ctx.root).and_then(|()| match &a.pid_file {
-        Some(p) => write_pid_file(p, record.pid),
+    let supervised = match created.notify_sock {
+        Some(sock) => supervisor::spawn(
+            created.pid,
+            sock,
+            cfg.process.uid,
+            cfg.process.gid,
+            &state::dir(&ctx.root, &a.id).join(supervisor::AUDIT_LOG),
+        )
+        .map(|_| ()),
+        None if sentry => Err(OciError::Runtime(
+            "the container tier returned no seccomp listener socket".into(),
+        )),
         None => Ok(()),
-    });
+    };
+    let saved = supervised
+        .and_then(|()| record.save(&ctx.root))
+        .and_then(|()| match &a.pid_file {
+            Some(p) => write_pid_file(p, record.pid),
+            None => Ok(()),
+        });
     if let Err(e) = saved {
         let _ = kill_and_wait(&record, libc::SIGKILL);
         cgroup::remove_dirs(&record.cgroup_dirs);
@@ -421,7 +477,9 @@ fn kill(ctx: &Ctx, id: &str, all: bool, signal: Option<&str>) -> Result<(), OciE
     if record.status(&ctx.root) == Status::Stopped {
         return Err(OciError::State(format!("container {id} is not running")));
     }
-    if all {
+    // The keeper of a microvm container forwards signals to the guest; the VMM beside it in the
+    // cgroup would take them as its own (SIGTERM stops qemu), so only SIGKILL reaches it.
+    if all && (record.tier != "microvm" || sig == libc::SIGKILL) {
         for dir in &record.cgroup_dirs {
             for pid in cgroup::processes(dir) {
                 // SAFETY: kill takes integers only.
@@ -540,6 +598,12 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32, OciError> {
             a.id
         )));
     }
+    if record.tier == "microvm" {
+        return Err(OciError::Runtime(format!(
+            "exec is not supported by the microvm tier: the guest agent of container {} runs one process per VM",
+            a.id
+        )));
+    }
     let b = bundle::load(&record.bundle)?;
     let policy = bundle::seccomp_policy(&b.spec)?;
     let mut process = match &a.process {
@@ -571,13 +635,30 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32, OciError> {
         process.uid = uid;
         process.gid = gid;
     }
-    let pid = cordon_container::exec::exec_in(
+    if record.tier == "sentry" {
+        sentry_process(&mut process);
+    }
+    let (pid, notify_sock) = cordon_container::exec::exec_in_supervised(
         record.pid,
         &record.cgroup_dirs,
         &process,
         a.console_socket.as_deref(),
     )
     .map_err(|e| OciError::Runtime(error_chain(&e)))?;
+    if let Some(sock) = notify_sock {
+        if let Err(e) = supervisor::spawn(
+            record.pid,
+            sock,
+            process.uid,
+            process.gid,
+            &state::dir(&ctx.root, &a.id).join(supervisor::AUDIT_LOG),
+        ) {
+            // SAFETY: kill takes integers only; the process is our child, reaped below.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_exit(pid);
+            return Err(e);
+        }
+    }
     if let Some(p) = &a.pid_file {
         write_pid_file(p, pid)?;
     }

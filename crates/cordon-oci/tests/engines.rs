@@ -282,9 +282,39 @@ fn containerd_and_docker_run_containers_through_cordon() {
     assert!(ctr(dir, &["containers", "delete", "c2"]).status.success());
     assert!(!state.exists(), "cordon-oci state left after delete");
 
+    // The annotation run.cordon.tier picks the tier. /proc/kallsyms is not among the masked
+    // paths of ctr's default spec (it exists in a container); the sentry's policy hides it.
+    for (tier, want) in [
+        ("container", "kallsyms-present"),
+        ("sentry", "kallsyms-absent"),
+    ] {
+        let out = ctr(
+            dir,
+            &[
+                "run",
+                "--rm",
+                "--runc-binary",
+                CORDON_OCI,
+                "--annotation",
+                &format!("run.cordon.tier={tier}"),
+                IMAGE,
+                &format!("a-{tier}"),
+                "sh",
+                "-c",
+                "test -e /proc/kallsyms && echo kallsyms-present || echo kallsyms-absent",
+            ],
+        );
+        assert_eq!(
+            text(&out.stdout).trim(),
+            want,
+            "ctr --annotation run.cordon.tier={tier}: {}",
+            text(&out.stderr)
+        );
+    }
+
     // Docker on the same containerd, cordon registered as a runtime.
     let daemon_json = format!(
-        r#"{{"runtimes": {{"cordon": {{"path": "{CORDON_OCI}"}}, "cordon-container": {{"path": "{CORDON_OCI}", "runtimeArgs": ["--tier=container"]}}}}}}"#
+        r#"{{"runtimes": {{"cordon": {{"path": "{CORDON_OCI}"}}, "cordon-container": {{"path": "{CORDON_OCI}", "runtimeArgs": ["--tier=container"]}}, "cordon-sentry": {{"path": "{CORDON_OCI}", "runtimeArgs": ["--tier=sentry"]}}, "cordon-microvm": {{"path": "{CORDON_OCI}", "runtimeArgs": ["--tier=microvm"]}}}}}}"#
     );
     fs::write(dir.join("daemon.json"), daemon_json).unwrap();
     let sock = dir.join("docker.sock");
@@ -462,13 +492,312 @@ fn containerd_and_docker_run_containers_through_cordon() {
     assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
     assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
     assert!(docker(&["rm", &cid]).status.success());
+    sentry_under_docker(&docker);
+    match microvm_missing() {
+        Some(why) => eprintln!("SKIPPED (microvm half): {why}"),
+        None => microvm_under_engines(&docker, dir),
+    }
     drop(dockerd);
     drop(containerd);
     drop(work);
-    let left = sh("pgrep -f 'cordon-engine[s]-' || true");
+    let left = sh("pgrep -f 'cordon-engine[s]-'; pgrep -x cordon-keeper; true");
     assert!(
         text(&left.stdout).trim().is_empty(),
         "processes left: {}",
         text(&left.stdout)
+    );
+}
+
+/// The sentry tier as a Docker runtime (`runtimeArgs: ["--tier=sentry"]`).
+fn sentry_under_docker(docker: &dyn Fn(&[&str]) -> Output) {
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "cordon-sentry",
+        "--network",
+        "none",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        "--memory",
+        "64m",
+        "cordon-busybox",
+        "sh",
+        "-c",
+        "echo $FOO; pwd; id -u; grep -E '^Seccomp_filters:' /proc/self/status; \
+         test -e /proc/kallsyms && echo kallsyms-present || echo kallsyms-absent; exit 7",
+    ]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (
+            Some(7),
+            "bar\n/tmp\n1000\nSeccomp_filters:\t2\nkallsyms-absent\n".to_string()
+        ),
+        "sentry: {}",
+        text(&out.stderr)
+    );
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "cordon-sentry",
+        "--network",
+        "none",
+        "--memory",
+        "32m",
+        "cordon-busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "sentry memory limit: {}",
+        text(&out.stdout)
+    );
+    // docker exec runs under the same supervision; stop and kill -s reach the workload.
+    let cid = text(
+        &docker(&[
+            "run",
+            "-d",
+            "--runtime",
+            "cordon-sentry",
+            "--network",
+            "none",
+            "cordon-busybox",
+            "sh",
+            "-c",
+            "trap 'exit 42' USR1; while :; do sleep 0.1; done",
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    assert!(!cid.is_empty());
+    let out = docker(&[
+        "exec", "-u", "1000", &cid, "sh", "-c",
+        "grep -E '^Seccomp_filters:' /proc/self/status; test -e /proc/kallsyms || echo kallsyms-absent; id -u; exit 9",
+    ]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (
+            Some(9),
+            "Seccomp_filters:\t2\nkallsyms-absent\n1000\n".to_string()
+        ),
+        "sentry exec: {}",
+        text(&out.stderr)
+    );
+    assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
+    assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
+    assert!(docker(&["rm", &cid]).status.success());
+    let cid = text(
+        &docker(&[
+            "run",
+            "-d",
+            "--runtime",
+            "cordon-sentry",
+            "--network",
+            "none",
+            "cordon-busybox",
+            "sleep",
+            "100",
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let started = Instant::now();
+    assert!(docker(&["stop", "-t", "5", &cid]).status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "sentry: docker stop needed SIGKILL"
+    );
+    assert_eq!(
+        text(&docker(&["inspect", "-f", "{{.State.ExitCode}}", &cid]).stdout).trim(),
+        "143"
+    );
+    assert!(docker(&["rm", &cid]).status.success());
+}
+
+/// Why the microvm tier cannot run here, if it cannot (its assets come from
+/// `cordon microvm setup`, which scripts/setup.sh runs).
+fn microvm_missing() -> Option<String> {
+    let cache = Path::new(cordon_microvm_cache());
+    if !cache.join("kernel").exists() {
+        return Some(format!(
+            "no guest kernel under {} (run `cordon microvm setup`)",
+            cache.display()
+        ));
+    }
+    if !sh("command -v qemu-system-x86_64").status.success() {
+        return Some("qemu-system-x86_64 is not installed".into());
+    }
+    None
+}
+
+fn cordon_microvm_cache() -> &'static str {
+    "/var/cache/cordon/microvm"
+}
+
+/// The microvm tier as a Docker runtime and through ctr's annotation.
+fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
+    let host_release = text(&sh("uname -r").stdout).trim().to_string();
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "cordon-microvm",
+        "--network",
+        "none",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        "cordon-busybox",
+        "sh",
+        "-c",
+        "echo $FOO; pwd; id -u; uname -r; ls /sys/class/net; exit 7",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "microvm: {stdout} {}",
+        text(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "microvm: {stdout}");
+    assert_eq!(&lines[..3], ["bar", "/tmp", "1000"], "microvm: {stdout}");
+    assert_ne!(
+        lines[3], host_release,
+        "microvm: the guest runs the host's kernel"
+    );
+    assert_eq!(lines[4], "lo", "microvm: network devices: {stdout}");
+    // A detached VM: --memory sizes the guest and the cgroup (plus the VMM's headroom), `docker
+    // top` lists the keeper and the VMM, exec is refused, kill -s and stop reach the guest.
+    let cid = text(
+        &docker(&[
+            "run",
+            "-d",
+            "--runtime",
+            "cordon-microvm",
+            "--network",
+            "none",
+            "--memory",
+            "256m",
+            "cordon-busybox",
+            "sh",
+            "-c",
+            "grep MemTotal /proc/meminfo; trap 'exit 42' USR1; while :; do sleep 0.1; done",
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    assert!(!cid.is_empty());
+    let limit = Path::new("/sys/fs/cgroup/memory")
+        .join(format!("{NS}-docker"))
+        .join(&cid)
+        .join("memory.limit_in_bytes");
+    if Path::new("/sys/fs/cgroup/memory").exists() {
+        assert_eq!(
+            fs::read_to_string(&limit).unwrap_or_default().trim(),
+            (512u64 << 20).to_string(),
+            "{}",
+            limit.display()
+        );
+    }
+    let top = text(&docker(&["top", &cid]).stdout);
+    assert!(
+        top.contains("cordon-oci") || top.contains("cordon-keeper"),
+        "docker top: {top}"
+    );
+    assert!(top.contains("qemu"), "docker top: {top}");
+    let out = docker(&["exec", &cid, "true"]);
+    assert!(!out.status.success(), "microvm exec should be refused");
+    assert!(
+        format!("{}{}", text(&out.stdout), text(&out.stderr))
+            .contains("not supported by the microvm tier"),
+        "microvm exec: {:?} {} {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
+    assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
+    let logs = text(&docker(&["logs", &cid]).stdout);
+    let kib: u64 = logs
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (150_000..=262_144).contains(&kib),
+        "guest MemTotal with --memory 256m: {logs}"
+    );
+    assert!(docker(&["rm", &cid]).status.success());
+    let cid = text(
+        &docker(&[
+            "run",
+            "-d",
+            "--runtime",
+            "cordon-microvm",
+            "--network",
+            "none",
+            "cordon-busybox",
+            "sleep",
+            "100",
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    assert!(docker(&["stop", "-t", "10", &cid]).status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "microvm: docker stop needed SIGKILL"
+    );
+    assert_eq!(
+        text(&docker(&["inspect", "-f", "{{.State.ExitCode}}", &cid]).stdout).trim(),
+        "143"
+    );
+    assert!(docker(&["rm", &cid]).status.success());
+    // ctr with the annotation: the guest's kernel answers.
+    let out = ctr(
+        dir,
+        &[
+            "run",
+            "--rm",
+            "--runc-binary",
+            CORDON_OCI,
+            "--annotation",
+            "run.cordon.tier=microvm",
+            IMAGE,
+            "a-microvm",
+            "sh",
+            "-c",
+            "uname -r; exit 4",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "ctr microvm: {}",
+        text(&out.stderr)
+    );
+    let release = text(&out.stdout).trim().to_string();
+    assert!(
+        !release.is_empty() && release != host_release,
+        "ctr microvm: {release:?}"
     );
 }
