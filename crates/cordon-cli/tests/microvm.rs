@@ -4,7 +4,9 @@
 //! They need root, qemu and the guest kernel (`cordon microvm setup`, which the first test
 //! runs; it is idempotent). Without them each test prints `SKIPPED: <reason>`. Under TCG every
 //! guest starts from a snapshot (~0.3 s); the first run of each memory/CPU shape boots cold to
-//! make it (~5 s). The tests run one at a time: the machine has two cores.
+//! make it (~5 s). The tests run one at a time: the machine has two cores. Every test but
+//! `warm_pool_lends_each_vm_once_and_leaves_nothing` keeps away from any warm pool
+//! (`CORDON_MICROVM_POOL=off`), so a pool running on the host does not change what they see.
 
 use std::fs;
 use std::io::Write;
@@ -105,6 +107,7 @@ fn assert_no_vmm(pid: u32) {
 
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(CORDON)
+        .env("CORDON_MICROVM_POOL", "off")
         .arg("run")
         .arg("--tier")
         .arg("microvm")
@@ -342,6 +345,7 @@ fn kill_9_of_cordon_leaves_no_vm() {
         return;
     };
     let mut child = Command::new(CORDON)
+        .env("CORDON_MICROVM_POOL", "off")
         .args(["run", "--tier", "microvm", "--", "sleep", "60"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -388,4 +392,132 @@ fn rootfs_dir_becomes_an_image() {
         "stderr: {}",
         text(&out.stderr)
     );
+}
+
+/// Waits until `path` holds `needle` (a log file written by a background process).
+fn wait_for_text(path: &std::path::Path, needle: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Stops the pool when a test fails halfway.
+struct PoolGuard(std::process::Child);
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn warm_pool_lends_each_vm_once_and_leaves_nothing() {
+    let Some(_g) = guard("warm_pool_lends_each_vm_once_and_leaves_nothing") else {
+        return;
+    };
+    let tag = format!("cordon-microvm-test-pool-{}", std::process::id());
+    let socket = std::env::temp_dir().join(format!("{tag}.sock"));
+    let log = std::env::temp_dir().join(format!("{tag}.log"));
+    let log_file = fs::File::create(&log).expect("creating the pool log");
+    let pool = Command::new(CORDON)
+        .args(["microvm", "pool", "--debug", "--size", "1", "--socket"])
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("spawning the pool");
+    let pool_pid = pool.id();
+    let mut pool = PoolGuard(pool);
+    let ready = wait_for_text(&log, "ready (1 warm VM(s))", Duration::from_secs(90));
+    let pool_log = || fs::read_to_string(&log).unwrap_or_default();
+    assert!(ready, "pool log: {}", pool_log());
+    let warm = vmms_of(pool_pid);
+    assert_eq!(warm.len(), 1, "pool log: {}", pool_log());
+
+    // A run takes the warm VM: the command's output and status, the host's clock.
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let out = Command::new(CORDON)
+        .env("CORDON_MICROVM_POOL", &socket)
+        .args(["run", "--debug", "--tier", "microvm", "--"])
+        .args(["sh", "-c", "date +%s; exit 3"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running cordon");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("took a warm VM from the pool"),
+        "stderr: {err}"
+    );
+    assert_eq!(out.status.code(), Some(3), "stderr: {err}");
+    let guest_now: u64 = text(&out.stdout).trim().parse().expect("date +%s");
+    assert!(
+        guest_now.abs_diff(host_now) <= 5,
+        "guest clock {guest_now}, host {host_now}"
+    );
+    // That VM is gone (used once), not back in the pool.
+    let start = Instant::now();
+    while vmms_of(pool_pid).contains(&warm[0]) && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!vmms_of(pool_pid).contains(&warm[0]), "a used VM stayed");
+
+    // kill -9 of a client: the pool kills the VM it lent (the refill, once warm).
+    let start = Instant::now();
+    while pool_log().matches(" warm (").count() < 2 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let idle = vmms_of(pool_pid);
+    assert_eq!(idle.len(), 1, "pool log: {}", pool_log());
+    let client_log = std::env::temp_dir().join(format!("{tag}.client"));
+    let mut client = Command::new(CORDON)
+        .env("CORDON_MICROVM_POOL", &socket)
+        .args(["run", "--debug", "--tier", "microvm", "--", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&client_log).expect("client log"))
+        .spawn()
+        .expect("spawning cordon");
+    let took = wait_for_text(
+        &client_log,
+        "took a warm VM from the pool",
+        Duration::from_secs(10),
+    );
+    let client_err = fs::read_to_string(&client_log).unwrap_or_default();
+    let _ = fs::remove_file(&client_log);
+    std::thread::sleep(Duration::from_millis(300));
+    client.kill().expect("kill -9");
+    let _ = client.wait();
+    assert!(took, "client stderr: {client_err}");
+    let start = Instant::now();
+    while idle.iter().any(|p| vmms_of(pool_pid).contains(p))
+        && start.elapsed() < Duration::from_secs(3)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !idle.iter().any(|p| vmms_of(pool_pid).contains(p)),
+        "the VM of a killed client survived"
+    );
+
+    // Stopping the pool stops every VM and removes its socket.
+    let term = Command::new("kill")
+        .args(["-TERM", &pool_pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let status = pool.0.wait().expect("waiting for the pool");
+    assert!(status.success(), "pool log: {}", pool_log());
+    assert_no_vmm(pool_pid);
+    assert!(!socket.exists(), "the pool left its socket");
+    let _ = fs::remove_file(&log);
 }

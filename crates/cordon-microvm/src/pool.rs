@@ -149,17 +149,30 @@ fn fill(
     config: &VmConfig,
     idle: &Mutex<VecDeque<Vm>>,
     wanted: &mpsc::Receiver<()>,
+    size: usize,
 ) {
     let limit = MicrovmTier::boot_limit(config.accel);
     let mut warm_spec = spec.clone();
     warm_spec.argv = WARM_UP.iter().map(|s| s.to_string()).collect();
+    let mut announced = false;
     while wanted.recv().is_ok() {
         let mut failures = 0u32;
         loop {
             match warm_vm(tier, &warm_spec, vmm, config, limit) {
                 Ok(vm) => {
                     if let Ok(mut q) = idle.lock() {
+                        if tier.debug {
+                            eprintln!(
+                                "cordon microvm pool: VM {} warm ({} idle)",
+                                vm.pid().unwrap_or(0),
+                                q.len() + 1
+                            );
+                        }
                         q.push_back(vm);
+                        if !announced && q.len() >= size {
+                            announced = true;
+                            eprintln!("cordon microvm pool: ready ({size} warm VM(s))");
+                        }
                     }
                     break;
                 }
@@ -270,10 +283,10 @@ pub fn serve(tier: &MicrovmTier, spec: &SandboxSpec, opts: &PoolOptions) -> Resu
     }
     {
         let (tier, spec, idle) = (tier.clone(), spec.clone(), Arc::clone(&idle));
-        let (vmm, config) = (vmm.clone(), config.clone());
+        let (vmm, config, size) = (vmm.clone(), config.clone(), opts.size);
         std::thread::Builder::new()
             .name("pool-fill".into())
-            .spawn(move || fill(&tier, &spec, &vmm, &config, &idle, &wanted))
+            .spawn(move || fill(&tier, &spec, &vmm, &config, &idle, &wanted, size))
             .map_err(socket_err("starting the fill thread of", &opts.socket))?;
     }
 
