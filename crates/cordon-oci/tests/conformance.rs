@@ -431,3 +431,90 @@ fn bad_bundles_are_refused() {
     assert!(err.contains("leaves the bundle"), "{err}");
     rt.fails(&["state", "b4"]);
 }
+
+/// Whether the process `pid` is gone (or a zombie waiting for a reaper).
+fn gone(pid: i64) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
+}
+
+/// The same state machine for the sentry and microvm tiers (cordon only: runc has no tiers),
+/// plus what each adds: the sentry's supervisor and the microvm's VMM leave with the container.
+#[test]
+fn lifecycle_of_the_sentry_and_microvm_tiers() {
+    require_root!();
+    let bundle = Bundle::new(
+        "tiers",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 3' TERM; while :; do sleep 0.1; done",
+        ],
+    );
+    let mut tiers = vec!["sentry"];
+    if !Path::new("/var/cache/cordon/microvm/kernel").exists() {
+        eprintln!("SKIPPED (microvm half): no guest kernel (run `cordon microvm setup`)");
+    } else {
+        tiers.push("microvm");
+    }
+    for tier in tiers {
+        let rt = Runtime {
+            name: "cordon-oci",
+            bin: PathBuf::from(CORDON_OCI),
+            root: std::env::temp_dir().join(format!(
+                "cordon-oci-conf-tiers-{tier}-{}",
+                std::process::id()
+            )),
+        };
+        let id = "tiered";
+        let t = ["--tier", tier];
+        rt.ok(&[&t[..], &["create", "--bundle", bundle.path(), id]].concat());
+        let st = rt.state(id);
+        assert_eq!(st["status"], "created", "{tier}");
+        let pid = st["pid"].as_i64().unwrap();
+        assert!(!gone(pid), "{tier}: init {pid}");
+        rt.fails(&[&t[..], &["create", "--bundle", bundle.path(), id]].concat());
+        rt.fails(&["delete", id]);
+        rt.ok(&["start", id]);
+        assert_eq!(rt.state(id)["status"], "running", "{tier}");
+        rt.fails(&["start", id]);
+        rt.fails(&["delete", id]);
+        let ps: Vec<i64> =
+            serde_json::from_slice(&rt.ok(&["ps", "--format", "json", id]).stdout).unwrap();
+        assert!(ps.contains(&pid), "{tier}: ps {ps:?} lacks the init {pid}");
+        let helpers: Vec<i64> = match tier {
+            // The VMM sits in the container's cgroup beside the keeper.
+            "microvm" => {
+                assert!(ps.len() >= 2, "{tier}: ps {ps:?} lacks the VMM");
+                ps.clone()
+            }
+            // The supervisor is outside the cgroup; find it by its command line (create's).
+            _ => {
+                let out = Command::new("pgrep")
+                    .arg("-f")
+                    .arg(format!("{} .*create", rt.root.display()))
+                    .output()
+                    .unwrap();
+                let found: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                assert!(!found.is_empty(), "{tier}: no supervisor process");
+                found
+            }
+        };
+        // SIGTERM reaches the workload (the keeper forwards it into the guest).
+        rt.ok(&["kill", id, "TERM"]);
+        rt.wait_status(id, "stopped");
+        rt.fails(&["kill", id, "TERM"]);
+        rt.ok(&["delete", id]);
+        rt.fails(&["state", id]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !helpers.iter().all(|&p| gone(p)) {
+            assert!(
+                Instant::now() < deadline,
+                "{tier}: processes {helpers:?} outlived the container"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
