@@ -556,6 +556,116 @@ pub fn collect_garbage(layout: &Layout) -> GcReport {
     report
 }
 
+/// Freezes or thaws every process in the cgroups `dirs` of one container (the OCI `pause` and
+/// `resume`). On v2 through the group's `cgroup.freeze`. On v1 through a `freezer` cgroup at
+/// the same relative path under `v1_root/freezer`, created on first use: it is frozen first,
+/// then the container's processes are moved in (a task attached to a frozen group freezes), until
+/// none is left outside. Returns the freezer directory when it was created, for the caller to
+/// remove with the others.
+pub fn set_frozen(
+    v1_root: &Path,
+    dirs: &[PathBuf],
+    frozen: bool,
+) -> Result<Option<PathBuf>, CgroupError> {
+    let first = dirs.first().ok_or_else(|| CgroupError::Unavailable {
+        root: v1_root.to_path_buf(),
+        why: "the container has no cgroup".into(),
+    })?;
+    if statfs_type(first) == Some(CGROUP2_SUPER_MAGIC) {
+        write_file(&first.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+        return Ok(None);
+    }
+    let rel = first
+        .strip_prefix(v1_root)
+        .ok()
+        .and_then(|r| r.iter().nth(1).map(|_| r.iter().skip(1).collect::<PathBuf>()))
+        .ok_or_else(|| CgroupError::Unavailable {
+            root: v1_root.to_path_buf(),
+            why: format!("{} is not under a v1 hierarchy", first.display()),
+        })?;
+    let freezer = v1_root.join("freezer").join(&rel);
+    let state = freezer.join("freezer.state");
+    if !frozen {
+        return write_file(&state, "THAWED").map(|()| None);
+    }
+    let created = !freezer.is_dir();
+    if created {
+        fs::create_dir_all(&freezer).map_err(io_err("creating cgroup", &freezer))?;
+    }
+    write_file(&state, "FROZEN")?;
+    let procs = freezer.join("cgroup.procs");
+    for _round in 0..1000 {
+        let inside = processes(&freezer);
+        let outside: Vec<libc::pid_t> = dirs
+            .iter()
+            .filter(|d| !d.starts_with(&freezer))
+            .flat_map(|d| processes(d))
+            .filter(|p| !inside.contains(p))
+            .collect();
+        if outside.is_empty() {
+            return Ok(created.then_some(freezer));
+        }
+        for pid in outside {
+            // A process that exited meanwhile is no error.
+            let _ = fs::write(&procs, pid.to_string());
+        }
+    }
+    Err(CgroupError::Unavailable {
+        root: freezer,
+        why: "processes kept appearing outside the freezer cgroup".into(),
+    })
+}
+
+/// Whether the container with cgroups `dirs` is frozen (see [`set_frozen`]).
+pub fn is_frozen(dirs: &[PathBuf]) -> bool {
+    dirs.iter().any(|d| {
+        let read = |f: &str| fs::read_to_string(d.join(f)).unwrap_or_default();
+        read("freezer.state").trim() == "FROZEN" || read("cgroup.events").contains("frozen 1")
+    })
+}
+
+/// Changes the limits of existing cgroups (the OCI `update`): memory, pids and CPU, each only
+/// when given. A controller whose cgroup was not created with the container cannot be added.
+pub fn update_limits(dirs: &[PathBuf], limits: &Limits) -> Result<(), CgroupError> {
+    let find = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
+    let missing = |what: &str| CgroupError::Unavailable {
+        root: dirs.first().cloned().unwrap_or_default(),
+        why: format!("the container was created without a {what} cgroup"),
+    };
+    if let Some(bytes) = limits.memory_bytes {
+        let bytes = bytes.to_string();
+        if let Some(max) = find("memory.max") {
+            write_file(&max, &bytes)?;
+        } else {
+            let limit = find("memory.limit_in_bytes").ok_or_else(|| missing("memory"))?;
+            // memsw must stay >= the limit: raise it first when growing, lower it after.
+            let memsw = find("memory.memsw.limit_in_bytes");
+            if let Some(sw) = &memsw {
+                let _ = fs::write(sw, &bytes);
+            }
+            write_file(&limit, &bytes)?;
+            if let Some(sw) = &memsw {
+                write_file(sw, &bytes)?;
+            }
+        }
+    }
+    if let Some(n) = limits.pids {
+        write_file(&find("pids.max").ok_or_else(|| missing("pids"))?, &n.to_string())?;
+    }
+    if let Some(millis) = limits.cpu_millis {
+        let period: u64 = 100_000;
+        let quota = (u64::from(millis) * period / 1000).max(1000);
+        if let Some(max) = find("cpu.max") {
+            write_file(&max, &format!("{quota} {period}"))?;
+        } else {
+            let q = find("cpu.cfs_quota_us").ok_or_else(|| missing("cpu"))?;
+            write_file(&q.with_file_name("cpu.cfs_period_us"), &period.to_string())?;
+            write_file(&q, &quota.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
