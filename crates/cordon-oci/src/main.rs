@@ -66,8 +66,8 @@ struct Cli {
     /// Accepted for compatibility
     #[arg(long, global = true)]
     debug: bool,
-    /// Isolation tier (container; sentry and microvm when built in); overrides the
-    /// run.cordon.tier annotation
+    /// Isolation tier: container, sentry or microvm. Overrides the run.cordon.tier annotation;
+    /// without it, a program name cordon-oci-<tier> (a symlink) picks the tier
     #[arg(long, global = true)]
     tier: Option<String>,
     /// cgroup filesystem root
@@ -137,6 +137,12 @@ enum Command {
         format: String,
         id: String,
     },
+    /// Freeze every process of a running container
+    Pause { id: String },
+    /// Thaw a paused container
+    Resume { id: String },
+    /// Change a running container's cgroup limits
+    Update(UpdateArgs),
     /// Print the runtime's features as JSON
     Features,
     /// Write a starter config.json into the bundle directory
@@ -146,6 +152,26 @@ enum Command {
         #[arg(long)]
         rootless: bool,
     },
+}
+
+#[derive(Debug, Args)]
+struct UpdateArgs {
+    /// A JSON file (or - for stdin) with OCI linux.resources (what Docker passes)
+    #[arg(long, short = 'r')]
+    resources: Option<PathBuf>,
+    /// Memory limit in bytes
+    #[arg(long, short = 'm')]
+    memory: Option<i64>,
+    /// Maximum number of tasks
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// CPU CFS quota in microseconds per period
+    #[arg(long)]
+    cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    id: String,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +216,14 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<(), OciError> {
         .map_err(|e| OciError::Runtime(format!("writing pid file {}: {e}", path.display())))
 }
 
+/// The tier a program name `cordon-oci-<tier>` asks for: containerd's runc shim takes a binary
+/// per runtime handler but no extra arguments, so a symlink per tier selects it there.
+fn tier_from_program_name() -> Option<String> {
+    let argv0 = std::env::args_os().next()?;
+    let name = Path::new(&argv0).file_name()?.to_str()?.to_string();
+    name.strip_prefix("cordon-oci-").map(String::from)
+}
+
 fn check_tier(
     ctx: &Ctx,
     annotations: &std::collections::BTreeMap<String, String>,
@@ -197,6 +231,7 @@ fn check_tier(
     let tier = ctx
         .tier_flag
         .clone()
+        .or_else(tier_from_program_name)
         .or_else(|| annotations.get(ANNOTATION_TIER).cloned())
         .unwrap_or_else(|| "container".into());
     match tier.as_str() {
@@ -512,6 +547,12 @@ fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<(), OciError> {
                 status.as_str()
             )));
         }
+        if status == Status::Paused {
+            // A frozen v1 task takes SIGKILL only once thawed.
+            // SAFETY: kill takes integers only.
+            unsafe { libc::kill(record.pid, libc::SIGKILL) };
+            let _ = cgroup::set_frozen(&ctx.tier.cgroup_root, &record.cgroup_dirs, false);
+        }
         if !kill_and_wait(&record, libc::SIGKILL) {
             return Err(OciError::Runtime(format!("container {id} did not die")));
         }
@@ -533,6 +574,76 @@ fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<(), OciError> {
         log_line(None, "text", &format!("warning: {e}"));
     }
     Ok(())
+}
+
+fn pause(ctx: &Ctx, id: &str, freeze: bool) -> Result<(), OciError> {
+    let mut record = Record::load(&ctx.root, id)?;
+    let (want, verb) = if freeze {
+        (Status::Running, "pause")
+    } else {
+        (Status::Paused, "resume")
+    };
+    let status = record.status(&ctx.root);
+    if status != want {
+        return Err(OciError::State(format!(
+            "cannot {verb} container {id} that is {}",
+            status.as_str()
+        )));
+    }
+    let created = cgroup::set_frozen(&ctx.tier.cgroup_root, &record.cgroup_dirs, freeze)
+        .map_err(|e| OciError::Runtime(format!("{verb} {id}: {}", error_chain(&e))))?;
+    if let Some(dir) = created {
+        // Removed with the others by delete.
+        record.cgroup_dirs.push(dir);
+        record.save(&ctx.root)?;
+    }
+    Ok(())
+}
+
+fn update(ctx: &Ctx, a: &UpdateArgs) -> Result<(), OciError> {
+    let record = Record::load(&ctx.root, &a.id)?;
+    if record.status(&ctx.root) == Status::Stopped {
+        return Err(OciError::State(format!(
+            "container {} is not running",
+            a.id
+        )));
+    }
+    if record.tier == "microvm" {
+        return Err(OciError::Runtime(format!(
+            "update is not supported by the microvm tier: the guest's memory and CPUs of container {} are fixed when its VM starts",
+            a.id
+        )));
+    }
+    let mut memory = a.memory;
+    let mut pids = a.pids_limit;
+    let (mut quota, mut period) = (a.cpu_quota, a.cpu_period);
+    if let Some(path) = &a.resources {
+        let text = if path == Path::new("-") {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                .map_err(|e| OciError::Usage(format!("reading resources from stdin: {e}")))?;
+            t
+        } else {
+            std::fs::read_to_string(path)
+                .map_err(|e| OciError::Usage(format!("reading {}: {e}", path.display())))?
+        };
+        let r: oci_spec::runtime::LinuxResources = serde_json::from_str(&text)
+            .map_err(|e| OciError::Usage(format!("parsing the resources: {e}")))?;
+        memory = memory.or(r.memory().as_ref().and_then(|m| m.limit()));
+        pids = pids.or(r.pids().as_ref().map(|p| p.limit()));
+        quota = quota.or(r.cpu().as_ref().and_then(|c| c.quota()));
+        period = period.or(r.cpu().as_ref().and_then(|c| c.period()));
+    }
+    let positive = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0);
+    let limits = cordon_sandbox::Limits {
+        memory_bytes: positive(memory),
+        pids: positive(pids),
+        cpu_millis: positive(quota)
+            .and_then(|q| u32::try_from(q * 1000 / period.unwrap_or(100_000).max(1)).ok()),
+        tmp_bytes: 0,
+    };
+    cgroup::update_limits(&record.cgroup_dirs, &limits)
+        .map_err(|e| OciError::Runtime(format!("update {}: {}", a.id, error_chain(&e))))
 }
 
 fn state_cmd(ctx: &Ctx, id: &str) -> Result<(), OciError> {
@@ -690,7 +801,7 @@ fn features() {
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
         },
-        "annotations": {"run.cordon.tier": "container"}
+        "annotations": {"run.cordon.tier": "container, sentry or microvm"}
     });
     println!(
         "{}",
@@ -792,6 +903,9 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<i32, OciError> {
             Ok(code)
         }
         Command::Exec(a) => exec(ctx, &a),
+        Command::Pause { id } => pause(ctx, &id, true).map(|()| 0),
+        Command::Resume { id } => pause(ctx, &id, false).map(|()| 0),
+        Command::Update(a) => update(ctx, &a).map(|()| 0),
         Command::Ps { format, id } => ps(ctx, &id, &format).map(|()| 0),
         Command::Features => {
             features();

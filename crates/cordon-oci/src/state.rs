@@ -29,6 +29,7 @@ pub struct Record {
 pub enum Status {
     Created,
     Running,
+    Paused,
     Stopped,
 }
 
@@ -37,6 +38,7 @@ impl Status {
         match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -111,6 +113,8 @@ impl Record {
             Status::Stopped
         } else if fifo(root, &self.id).exists() {
             Status::Created
+        } else if cordon_container::cgroup::is_frozen(&self.cgroup_dirs) {
+            Status::Paused
         } else {
             Status::Running
         }

@@ -518,3 +518,74 @@ fn lifecycle_of_the_sentry_and_microvm_tiers() {
         }
     }
 }
+
+/// `pause` freezes every process (a counter stops), `resume` thaws them, `update` changes the
+/// memory limit of a running container; the same checks against runc.
+#[test]
+fn pause_resume_and_update() {
+    require_root!();
+    let bundle = Bundle::new(
+        "pause",
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done",
+        ],
+    );
+    bundle.edit(|c| {
+        c["linux"]["resources"] = json!({"memory": {"limit": 64 << 20}});
+        c["linux"]["cgroupsPath"] = json!(format!("/cordon-oci-conf-pause-{}", std::process::id()));
+    });
+    let count = |pid: i64| -> u64 {
+        fs::read_to_string(format!("/proc/{pid}/root/tmp/count"))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    for rt in runtimes("pause") {
+        let id = "paused";
+        rt.ok(&["run", "--detach", "--bundle", bundle.path(), id]);
+        let pid = rt.state(id)["pid"].as_i64().unwrap();
+        rt.fails(&["resume", id]); // not paused
+        rt.ok(&["pause", id]);
+        assert_eq!(rt.state(id)["status"], "paused", "{}", rt.name);
+        rt.fails(&["start", id]);
+        let frozen = count(pid);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            count(pid),
+            frozen,
+            "{}: the counter ran while paused",
+            rt.name
+        );
+        rt.ok(&["resume", id]);
+        assert_eq!(rt.state(id)["status"], "running", "{}", rt.name);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            count(pid) > frozen,
+            "{}: the counter stayed frozen",
+            rt.name
+        );
+        let limit = Path::new("/sys/fs/cgroup/memory")
+            .join(format!("cordon-oci-conf-pause-{}", std::process::id()))
+            .join("memory.limit_in_bytes");
+        if limit.exists() {
+            rt.ok(&["update", "--memory", "134217728", id]);
+            assert_eq!(
+                fs::read_to_string(&limit).unwrap().trim(),
+                "134217728",
+                "{}",
+                rt.name
+            );
+        } else {
+            eprintln!(
+                "SKIPPED (update check): no v1 memory controller at {}",
+                limit.display()
+            );
+        }
+        rt.ok(&["pause", id]);
+        rt.ok(&["delete", "--force", id]);
+        rt.fails(&["state", id]);
+    }
+}

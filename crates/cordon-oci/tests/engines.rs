@@ -592,6 +592,30 @@ fn sentry_under_docker(docker: &dyn Fn(&[&str]) -> Output) {
         "sentry exec: {}",
         text(&out.stderr)
     );
+    // pause/unpause (the v1 freezer here) and update (the memory cgroup).
+    assert!(docker(&["pause", &cid]).status.success(), "docker pause");
+    assert_eq!(
+        text(&docker(&["inspect", "-f", "{{.State.Status}}", &cid]).stdout).trim(),
+        "paused"
+    );
+    assert!(
+        docker(&["unpause", &cid]).status.success(),
+        "docker unpause"
+    );
+    let out = docker(&["update", "--memory", "96m", "--memory-swap", "96m", &cid]);
+    assert!(out.status.success(), "docker update: {}", text(&out.stderr));
+    let limit = Path::new("/sys/fs/cgroup/memory")
+        .join(format!("{NS}-docker"))
+        .join(&cid)
+        .join("memory.limit_in_bytes");
+    if Path::new("/sys/fs/cgroup/memory").exists() {
+        assert_eq!(
+            fs::read_to_string(&limit).unwrap_or_default().trim(),
+            (96u64 << 20).to_string(),
+            "{}",
+            limit.display()
+        );
+    }
     assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
     assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
     assert!(docker(&["rm", &cid]).status.success());
