@@ -67,6 +67,9 @@ pub struct ProcessConfig {
     /// a supervisor (the sentry tier); its listener fd reaches the parent, see
     /// [`crate::RunningContainer::wait_supervised`].
     pub notify: Option<Policy>,
+    /// Landlock rules enforced just before `execve` (after the seccomp filters); launching
+    /// fails if the kernel lacks Landlock.
+    pub landlock: Option<crate::landlock::LandlockRules>,
     /// Give the process a new pseudo-terminal as its controlling terminal and stdio.
     pub terminal: bool,
     pub oom_score_adj: Option<i32>,

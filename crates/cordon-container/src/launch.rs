@@ -461,6 +461,11 @@ pub(crate) fn exec_process(
             }
         }
     }
+    if let Some(rules) = &p.landlock {
+        if let Err(e) = crate::landlock::restrict_self(rules) {
+            fail("restricting the process with landlock", e.into_io(), 125);
+        }
+    }
     if let Some((notify_filter, sock)) = notify {
         // As for the container's first process: the supervised-syscall filter comes last and
         // its listener goes to the supervisor over `sock`.
@@ -569,6 +574,11 @@ fn workload_main(cfg: &ChildConfig<'_>, tty: Option<OwnedFd>) -> ! {
             if let Err(e) = sys::seccomp_install(filter) {
                 fail("installing the seccomp filter", e);
             }
+        }
+    }
+    if let Some(rules) = &p.landlock {
+        if let Err(e) = crate::landlock::restrict_self(rules) {
+            fail("restricting the workload with landlock", e.into_io());
         }
     }
     if let (Some(filter), Some(sock)) = (&cfg.notify_filter, &cfg.notify_sock) {

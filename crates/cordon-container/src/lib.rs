@@ -14,6 +14,7 @@ pub mod cgroup;
 pub mod config;
 pub mod device_filter;
 pub mod exec;
+pub mod landlock;
 mod launch;
 pub mod rootfs;
 pub mod seccomp_policy;
@@ -278,6 +279,7 @@ pub fn sandbox_config(spec: &SandboxSpec, host_uid: u32, host_gid: u32) -> Conta
             no_new_privileges: true,
             seccomp: Some(seccomp_policy::workload_policy()),
             notify: None,
+            landlock: None,
             terminal: false,
             oom_score_adj: None,
         },

@@ -873,3 +873,79 @@ pub fn bpf_attach_cgroup_device(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>) ->
     })?;
     Ok(())
 }
+
+/// The Landlock ABI version the kernel offers, if any.
+pub fn landlock_abi() -> Option<i64> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: the version query takes a null attribute pointer and size 0.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    (v > 0).then_some(v)
+}
+
+/// A Landlock ruleset handling the file-system rights `handled_fs`.
+pub fn landlock_create_ruleset(handled_fs: u64) -> io::Result<OwnedFd> {
+    // struct landlock_ruleset_attr: handled_access_fs, handled_access_net, scoped.
+    let attr: [u64; 3] = [handled_fs, 0, 0];
+    // SAFETY: `attr` is a valid landlock_ruleset_attr of the size given.
+    let fd = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+            0,
+        )
+    })?;
+    // SAFETY: the kernel returned a new fd (close-on-exec) that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(RawFd::try_from(fd).unwrap_or(-1)) })
+}
+
+/// Grants `access` beneath the directory `dir` in `ruleset`.
+pub fn landlock_add_path_rule(
+    ruleset: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    access: u64,
+) -> io::Result<()> {
+    const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
+    #[repr(C, packed)]
+    struct PathBeneath {
+        allowed_access: u64,
+        parent_fd: i32,
+    }
+    let attr = PathBeneath {
+        allowed_access: access,
+        parent_fd: dir.as_raw_fd(),
+    };
+    // SAFETY: `attr` has the packed layout of landlock_path_beneath_attr.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset.as_raw_fd(),
+            LANDLOCK_RULE_PATH_BENEATH,
+            &attr as *const PathBeneath,
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Enforces `ruleset` on the calling thread.
+pub fn landlock_restrict_self(ruleset: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain integers.
+    check_long(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0) })
+        .map(drop)
+}
+
+/// An `O_PATH` fd for `path` (a directory Landlock rules are anchored on).
+pub fn open_path(path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })?;
+    // SAFETY: the kernel returned a new fd that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

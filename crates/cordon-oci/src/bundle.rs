@@ -181,6 +181,7 @@ pub fn process_config(
         terminal: p.terminal().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
         notify: None,
+        landlock: None,
     })
 }
 

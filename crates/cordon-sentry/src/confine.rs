@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use cordon_container::seccomp_policy::{Action, ArgRule, Policy};
 use thiserror::Error;
@@ -149,18 +149,28 @@ pub struct Confinement {
 
 /// Confines the calling (only) thread of the supervisor; `pid` is the sandbox's init.
 pub fn confine(pid: libc::pid_t) -> Result<Confinement, ConfineError> {
+    let netns = open_netns(pid)?;
+    confine_in(netns.as_fd())
+}
+
+/// The network namespace of the sandbox whose init is `pid`.
+pub fn open_netns(pid: libc::pid_t) -> Result<OwnedFd, ConfineError> {
     let ns = CString::new(format!("/proc/{pid}/ns/net")).expect("no NUL");
-    let netns = sys::openat(libc::AT_FDCWD, &ns, libc::O_RDONLY)
-        .map_err(step("opening the sandbox's network namespace"))?;
-    sys::setns_net(netns.as_fd()).map_err(step("entering the sandbox's network namespace"))?;
-    drop(netns);
+    sys::openat(libc::AT_FDCWD, &ns, libc::O_RDONLY)
+        .map_err(step("opening the sandbox's network namespace"))
+}
+
+/// Confines the calling thread; `netns` is the sandbox's network namespace (see
+/// [`open_netns`]). Each thread of the supervisor confines itself this way.
+pub fn confine_in(netns: BorrowedFd<'_>) -> Result<Confinement, ConfineError> {
+    sys::setns_net(netns).map_err(step("entering the sandbox's network namespace"))?;
     sys::clear_groups().map_err(step("clearing supplementary groups"))?;
     sys::set_caps(CAP_SYS_PTRACE).map_err(step("dropping capabilities"))?;
     // Landlock would be the next layer, but a Landlock-restricted thread may not ptrace-access
     // (process_vm_readv, pidfd_getfd, /proc/PID/cwd) a process outside its domain, and the
     // workload is outside it; see docs/design.md. The ABI is reported so the gap is visible.
     let landlock = match sys::landlock_abi() {
-        Some(abi) => format!("landlock ABI {abi} available; not applied to the supervisor (it would deny ptrace access to the workload)"),
+        Some(abi) => format!("landlock ABI {abi} available; not applied to the supervisor itself (it would deny it ptrace access to the workload), enforced on the workload"),
         None => "landlock unavailable".to_string(),
     };
     sys::seccomp_install(&supervisor_policy().compile())

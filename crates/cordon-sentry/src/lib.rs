@@ -24,12 +24,14 @@ mod sys;
 pub mod view;
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use cordon_container::landlock::{self, LandlockRules};
 use cordon_container::{sandbox_config, ContainerTier};
-use cordon_sandbox::{ExitOutcome, SandboxError, SandboxSpec, TierKind};
+use cordon_sandbox::{ExitOutcome, RootfsSource, SandboxError, SandboxSpec, TierKind};
 use thiserror::Error;
 
 pub use crate::audit::{AuditLog, AuditSink};
@@ -50,12 +52,49 @@ pub enum SentryError {
     WakeSignal(#[source] std::io::Error),
 }
 
+impl SentryError {
+    /// Whether the error says the sandbox's init no longer exists (its /proc entries vanished).
+    fn init_gone(&self) -> bool {
+        let io = match self {
+            SentryError::Root(e) => Some(e),
+            SentryError::Confine(confine::ConfineError::Syscall { source, .. }) => Some(source),
+            _ => None,
+        };
+        io.and_then(std::io::Error::raw_os_error) == Some(libc::ENOENT)
+    }
+}
+
 fn tier_err(step: &str, e: SentryError) -> SandboxError {
     SandboxError::Tier {
         tier: TierKind::Sentry,
         step: step.to_string(),
         source: Box::new(e),
     }
+}
+
+/// The workload's Landlock rules: read and execute beneath its root, write but never
+/// execute beneath /tmp (what the workload writes at run time cannot be run), every right
+/// beneath the read-write bind mounts, and beneath the whole root when it is a writable copy
+/// of an image.
+pub fn workload_landlock(spec: &SandboxSpec) -> LandlockRules {
+    let mut writable: Vec<PathBuf> = spec
+        .mounts
+        .iter()
+        .filter(|m| !m.readonly)
+        .map(|m| m.destination.clone())
+        .collect();
+    if matches!(spec.rootfs, RootfsSource::Dir(_)) {
+        writable.push(PathBuf::from("/"));
+    }
+    LandlockRules {
+        scratch: vec![PathBuf::from("/tmp")],
+        writable,
+    }
+}
+
+fn show_paths(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
 }
 
 /// The sentry tier: the container tier it builds on, and where its audit log goes.
@@ -81,12 +120,25 @@ impl SentryTier {
         }
         let mut cfg = sandbox_config(spec, uid, gid);
         cfg.process.notify = Some(notify_policy::notify_policy());
+        let landlock_abi = landlock::abi();
+        cfg.process.landlock = landlock_abi.map(|_| workload_landlock(spec));
         let deadline = spec.timeout.map(|t| Instant::now() + t);
         let running = self.container.create_started_config(&cfg)?;
         let pid = running.pid();
-        let view = View::open(pid)
-            .map_err(|e| tier_err("starting the supervisor", SentryError::Root(e)))?;
         let step = |e: SentryError| tier_err("starting the supervisor", e);
+        let opened = View::open(pid)
+            .map_err(SentryError::Root)
+            .and_then(|v| Ok((v, confine::open_netns(pid)?)));
+        let (view, netns) = match opened {
+            Ok(v) => v,
+            Err(e) if e.init_gone() => {
+                // The init is already gone (its exec failed, or it exited at once): there is
+                // nothing to supervise. A listener that still arrives is closed unserved, so
+                // a trapped call could only fail (ENOSYS), never pass.
+                return running.wait_handing_over(deadline, &mut drop);
+            }
+            Err(e) => return Err(step(e)),
+        };
         // The supervisor thread, started before anything is confined (the confined threads
         // may not clone) and confining itself before it reads the first notification.
         let mut sup = Supervisor::new(view, spec.uid, spec.gid, AuditLog::new(self.audit));
@@ -94,12 +146,15 @@ impl SentryTier {
         let (ready_tx, ready_rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_worker = Arc::clone(&stop);
+        let netns_main = netns
+            .try_clone()
+            .map_err(|e| step(SentryError::Thread(e)))?;
         let worker = std::thread::Builder::new()
             .name("cordon-sentry".into())
             .spawn(move || {
                 let ready = sys::catch_wake_signal()
                     .map_err(SentryError::WakeSignal)
-                    .and_then(|()| confine::confine(pid).map_err(SentryError::from));
+                    .and_then(|()| confine::confine_in(netns.as_fd()).map_err(SentryError::from));
                 let confined = ready.is_ok();
                 let _ = ready_tx.send(ready.map(|_| sys::gettid()));
                 if confined {
@@ -112,7 +167,7 @@ impl SentryTier {
             })
             .map_err(|e| step(SentryError::Thread(e)))?;
         // The waiting thread (teardown, signal forwarding) is confined the same way.
-        let confinement = confine::confine(pid).map_err(|e| step(e.into()));
+        let confinement = confine::confine_in(netns_main.as_fd()).map_err(|e| step(e.into()));
         let worker_tid = ready_rx
             .recv()
             .unwrap_or(Err(SentryError::Thread(
@@ -132,6 +187,18 @@ impl SentryTier {
                 "cordon-sentry: supervisor confined; {}",
                 confinement.landlock
             );
+            match (&cfg.process.landlock, landlock_abi) {
+                (Some(rules), Some(abi)) => eprintln!(
+                    "cordon-sentry: workload: landlock ABI {abi} enforced before exec (read and execute beneath /; no execute beneath {}{})",
+                    show_paths(&rules.scratch),
+                    if rules.writable.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; every right beneath {}", show_paths(&rules.writable))
+                    }
+                ),
+                _ => eprintln!("cordon-sentry: workload: landlock unavailable in this kernel, not enforced"),
+            }
         }
         let outcome = running.wait_handing_over(deadline, &mut |listener| {
             let _ = listener_tx.send(listener);

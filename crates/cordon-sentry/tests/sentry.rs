@@ -249,3 +249,27 @@ fn path_tricks_stay_inside_and_are_audited() {
         assert!(v["syscall"].is_string() && v["errno"].is_string());
     }
 }
+
+/// Landlock, enforced on the workload before exec, stops what reaches the kernel without
+/// passing the supervisor: executing a file the workload wrote to /tmp (execve is not a
+/// supervised call). The container tier, without Landlock, runs it: the refusal is
+/// Landlock's alone.
+#[test]
+fn landlock_forbids_executing_what_was_written_to_tmp() {
+    require_root!();
+    let script = "cp /bin/true /tmp/payload && /tmp/payload && echo ran";
+    let o = run("container", &[], &["sh", "-c", script]);
+    assert_eq!(stdout(&o), "ran\n", "the container tier runs it");
+    let o = run("sentry", &["--debug"], &["sh", "-c", script]);
+    assert!(!o.status.success());
+    assert_eq!(stdout(&o), "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/tmp/payload: Permission denied"), "{err}");
+    assert!(
+        err.contains("workload: landlock ABI") && err.contains("enforced before exec"),
+        "{err}"
+    );
+    // What is not written at run time still runs.
+    let o = run("sentry", &[], &["sh", "-c", "/bin/true && echo ran"]);
+    assert_eq!(stdout(&o), "ran\n");
+}
