@@ -12,7 +12,9 @@
 //! 4. `io_mib_s`: writing then reading a 256 MiB file in the sandbox's /tmp;
 //! 5. `host_mem_mib`: PSS of the runtime's own processes while the workload idles;
 //! 6. `density`: idle sandboxes started one after another up to a bound, with the startup
-//!    latency of each and PSS per sandbox along the way; all released afterwards.
+//!    latency of each and PSS per sandbox along the way; all released afterwards;
+//! 7. `microvm_start_ms` (with the microvm tier): cold boot, snapshot restore, warm pool and
+//!    a bare qemu restore side by side ([`microvm`]).
 //!
 //! Results go to `bench-results.json` (machine, versions, raw samples, summaries),
 //! `BENCHMARKS.md` and SVG charts under `bench/`. Everything the run created (containers,
@@ -22,6 +24,7 @@ mod charts;
 mod fixture;
 mod markdown;
 mod measure;
+mod microvm;
 mod oci;
 mod phases;
 mod report;

@@ -412,6 +412,10 @@ pub(crate) fn render(r: &Results, charts: &[PathBuf]) -> String {
         fmt_num,
     );
 
+    if let Some(mv) = &r.metrics.microvm_start_ms {
+        microvm_section(&mut md, mv);
+    }
+
     md.push_str("## Host memory per sandbox (`host_mem_mib`)\n\nPSS of the runtime's own processes while the workload idles, MiB.\n\n");
     chart(&mut md, "memory.svg", "memory per sandbox");
     let tiers = r.tiers();
@@ -553,6 +557,45 @@ pub(crate) fn render(r: &Results, charts: &[PathBuf]) -> String {
         }
     }
     md
+}
+
+fn microvm_section(md: &mut String, mv: &crate::microvm::MicrovmStarts) {
+    md.push_str("## microVM starts (`microvm_start_ms`)\n\n`/bin/true` in a fresh guest, milliseconds, by how the VM is obtained (see Method).\n\n");
+    md.push_str("| mode | p50 ms | p90 | min | max | n |\n|---|--:|--:|--:|--:|--:|\n");
+    for mode in ["cold_boot", "snapshot", "pool", "qemu_restore"] {
+        if let Some(s) = mv.modes.get(mode) {
+            let _ = writeln!(
+                md,
+                "| {mode} | {} | {} | {} | {} | {} |",
+                fmt_num(s.p50),
+                fmt_num(s.p90),
+                fmt_num(s.min),
+                fmt_num(s.max),
+                s.n
+            );
+        }
+    }
+    md.push('\n');
+    if let Some(o) = mv.cordon_overhead_ms {
+        let _ = writeln!(
+            md,
+            "cordon's overhead over the bare qemu restore (p50 snapshot - p50 qemu_restore): {} ms.\n",
+            fmt_num(o)
+        );
+    }
+    if mv.pool_misses > 0 {
+        let _ = writeln!(
+            md,
+            "Pool samples that found no warm VM (restored instead, left out): {}.\n",
+            mv.pool_misses
+        );
+    }
+    for n in &mv.notes {
+        let _ = writeln!(md, "- {n}");
+    }
+    if !mv.notes.is_empty() {
+        md.push('\n');
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::report::{
 use crate::runtime::{Launcher, Runtime, Workload};
 use crate::stats::Summary;
 use crate::Params;
+use cordon_sandbox::TierKind;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -206,6 +207,26 @@ pub(crate) fn run_all(
     let since = CpuShare::start();
     startup(runner, fx, &mut tracks, p, &mut m);
     record("startup_ms", since);
+    let microvm_bin = tracks.iter().find_map(|t| match &t.rt.launcher {
+        Launcher::Cordon {
+            bin,
+            tier: TierKind::Microvm,
+        } if t.active() => Some(bin.clone()),
+        _ => None,
+    });
+    if let (Some(bin), false) = (microvm_bin, runner.interrupted()) {
+        let since = CpuShare::start();
+        let cold_rounds = if p.runs <= 25 { 3 } else { 5 };
+        m.microvm_start_ms = Some(crate::microvm::measure(
+            runner,
+            &bin,
+            &fx.dir,
+            p.warmup.min(2),
+            p.runs.min(30),
+            cold_rounds,
+        ));
+        record("microvm_start_ms", since);
+    }
     let since = CpuShare::start();
     syscalls(runner, fx, &mut tracks, p, &mut m);
     record("syscall_ns", since);

@@ -279,6 +279,8 @@ pub(crate) struct Metrics {
     /// `write`, `read` -> runtime -> MiB/s.
     pub io_mib_s: BTreeMap<String, BTreeMap<String, Summary>>,
     pub density: BTreeMap<String, DensityResult>,
+    /// The microvm tier's start modes and the bare VMM (when the tier was measured).
+    pub microvm_start_ms: Option<crate::microvm::MicrovmStarts>,
 }
 
 /// Above this share of CPU time used by other processes, the report warns.
@@ -312,6 +314,7 @@ const METHOD: &[&str] = &[
     "io_mib_s: 256 MiB written in 1 MiB chunks to /tmp (tmpfs everywhere; native uses a tmpfs of the same size), fsync, then read back.",
     "The sentry tier is the container tier plus a supervisor: the workload's path and socket syscalls (open, stat, connect...) stop in seccomp user notification and the supervisor performs them, so open+read+close pays the round trip and getppid does not.",
     "The microvm tier cannot mount host directories yet: it runs /bin/true and python3 from its own root image, idles with `sh -c 'echo ready; exec cat >/dev/null'` instead of the benchmark program, and the phases that need the program (syscall_ns, cpu_ratio, io_mib_s) skip it, saying so. Its density bound is lower (each guest holds its memory).",
+    "microvm_start_ms: `cordon run --tier microvm -- /bin/true` booted cold (CORDON_MICROVM_SNAPSHOT=0), restored from the snapshot (CORDON_MICROVM_POOL=off; the cordon-microvm row of startup_ms is this mode too), and taken from a warm pool the bench starts (`cordon microvm pool --size 1`; each pool sample waits until the refill is warm, so it is the start with a warm VM idle, not the rate of back-to-back starts: those fall back to a restore once the pool is empty); and qemu_restore: the same qemu command line and snapshot spawned by the bench as a plain child, monitor lines and the command frame written at once, until the agent's exit report (no cordon process). cordon_overhead_ms = p50(snapshot) - p50(qemu_restore). The pool's refill (nice 10) overlaps the other modes' samples.",
     "A slow runtime stops taking startup samples once it has the minimum count and has spent its time budget (params.startup_min_samples, params.startup_budget_s); n in each table says how many it got.",
     "other_cpu_by_phase: CPU time of everything but the bench and the processes it waited for, as a share of both cores, per phase; it includes kernel work done asynchronously for the sandboxes (namespace and cgroup teardown), so a quiet run shows a few percent.",
     "density: idle sandboxes (the workload prints ready and waits for end of file on stdin) started one after another; ready time per sandbox and PSS per sandbox at checkpoints; stops early on failure, low MemAvailable or too many tasks; all released by closing their stdin, leftovers killed and deleted.",

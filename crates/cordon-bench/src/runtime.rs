@@ -286,6 +286,9 @@ impl Runtime {
                     _ => argv,
                 };
                 let mut c = Command::new(bin);
+                // Restored from the snapshot: a warm pool on the host would change the mode
+                // (microvm_start_ms measures the pool on its own).
+                c.env("CORDON_MICROVM_POOL", "off");
                 c.args(["run", "--tier", "microvm", "--"]).args(&argv);
                 c
             }

@@ -318,6 +318,12 @@ impl MicrovmTier {
         Ok((qemu, config))
     }
 
+    /// The encoded command frame cordon sends a guest for `spec` (clock and entropy as of
+    /// now): what `cordon bench` hands a bare qemu restore so both do the same guest work.
+    pub fn command_frame(spec: &SandboxSpec) -> Vec<u8> {
+        HostMsg::Run(run_request(spec)).encode()
+    }
+
     /// Serves a warm pool of VMs shaped by `spec` until SIGINT/SIGTERM ([`pool`]).
     pub fn serve_pool(
         &self,

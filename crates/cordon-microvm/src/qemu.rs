@@ -250,3 +250,94 @@ impl VmControl for QemuControl {
         self.qmp.wait_migration(timeout)
     }
 }
+
+impl Qemu {
+    /// A restore with nothing of cordon around it, for `cordon bench`'s baseline: `config`
+    /// (a [`GuestMemory::RestoreFrom`]) spawned as a plain child (no namespaces, seccomp
+    /// sandbox flags aside, no pidfd), the three monitor lines and `frame` (an encoded
+    /// [`cordon_agent::protocol::HostMsg::Run`]) written at once, then the agent's stream read
+    /// until its exit report. Returns the time from spawn to the exit report; the VMM is
+    /// killed and reaped before returning.
+    pub fn bare_restore_run(
+        &self,
+        config: &VmConfig,
+        frame: &[u8],
+        limit: Duration,
+    ) -> Result<Duration, VmmError> {
+        use cordon_agent::protocol::{FrameBuffer, GuestMsg};
+        use std::io::{Read, Write};
+        let GuestMemory::RestoreFrom { state, .. } = &config.memory else {
+            return Err(VmmError::Snapshot("a bare restore needs a snapshot".into()));
+        };
+        let (agent, agent_q) = sys::socketpair().map_err(io("creating the agent socketpair"))?;
+        let (qmp, qmp_q) = sys::socketpair().map_err(io("creating the monitor socketpair"))?;
+        let (console, console_q) =
+            sys::socketpair().map_err(io("creating the console socketpair"))?;
+        let state = File::open(state).map_err(io(format!("opening {}", state.display())))?;
+        let child_fds = [
+            agent_q.as_raw_fd(),
+            qmp_q.as_raw_fd(),
+            console_q.as_raw_fd(),
+            state.as_raw_fd(),
+        ];
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(self.args(config))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: place_fds only makes async-signal-safe calls on fds that stay open in the
+        // parent until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || sys::place_fds(&child_fds));
+        }
+        let t0 = std::time::Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(io(format!("starting {}", self.binary.display())))?;
+        drop((agent_q, qmp_q, console_q, state));
+        let result = (|| {
+            let lines = [
+                json!({"execute": "qmp_capabilities"}),
+                ignore_shared(),
+                json!({"execute": "migrate-incoming", "arguments": {"uri": "fd:6"}}),
+            ];
+            let mut text = String::new();
+            for l in lines {
+                text.push_str(&l.to_string());
+                text.push('\n');
+            }
+            (&qmp)
+                .write_all(text.as_bytes())
+                .map_err(io("writing to the monitor"))?;
+            (&agent)
+                .write_all(frame)
+                .map_err(io("writing to the agent"))?;
+            agent
+                .set_read_timeout(Some(limit))
+                .map_err(io("configuring the agent socket"))?;
+            let mut frames = FrameBuffer::default();
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                while let Some(m) = frames
+                    .next_guest()
+                    .map_err(|e| VmmError::Snapshot(format!("agent stream: {e}")))?
+                {
+                    if matches!(m, GuestMsg::Exit(_)) {
+                        return Ok(t0.elapsed());
+                    }
+                }
+                let n = (&agent).read(&mut buf).map_err(io("reading the agent"))?;
+                if n == 0 {
+                    return Err(VmmError::Snapshot(
+                        "the guest went away before its exit report".into(),
+                    ));
+                }
+                frames.push(&buf[..n]);
+            }
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(console);
+        result
+    }
+}

@@ -346,6 +346,17 @@ pub unsafe fn confine_vmm_child(parent: libc::pid_t, fds: &[RawFd]) -> io::Resul
         let _ = libc::unshare(
             libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
         );
+        place_fds(fds)
+    }
+}
+
+/// Puts `fds` (at most eight) at fds 3, 4, 5, ... in that order, without close-on-exec.
+///
+/// # Safety
+/// Must only be called in the child between fork and exec (from `Command::pre_exec`).
+pub unsafe fn place_fds(fds: &[RawFd]) -> io::Result<()> {
+    // SAFETY: fcntl/dup2 are async-signal-safe and take no pointers.
+    unsafe {
         // The fds may sit at numbers 3..5 already; move them out of the way first.
         // A fixed array: nothing may allocate between fork and exec.
         let mut moved = [-1; 8];
