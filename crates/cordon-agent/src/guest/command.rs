@@ -47,7 +47,7 @@ fn prepare_guest(req: &RunRequest) -> Result<(), ExitReport> {
     if req.hostname != super::BOOT_HOSTNAME {
         sys::sethostname(&req.hostname).map_err(|e| setup_failed("setting the hostname", e))?;
     }
-    if req.tmp_bytes > 0 {
+    if req.tmp_bytes > 0 && req.tmp_bytes != super::BOOT_TMP_BYTES {
         sys::mount(
             "tmpfs",
             "/tmp",
