@@ -33,6 +33,8 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    #[error("cgroup path {0} is not a relative path of plain components")]
+    BadPath(PathBuf),
     #[error("device rules for {dir}")]
     Devices {
         dir: PathBuf,
@@ -198,6 +200,14 @@ impl SandboxCgroups {
         devices: Option<&[DeviceRule]>,
     ) -> Result<SandboxCgroups, CgroupError> {
         let rel = rel.strip_prefix("/").unwrap_or(rel);
+        // Joined onto every hierarchy's root: a `..` would climb out of the cgroup filesystem.
+        if rel.as_os_str().is_empty()
+            || !rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(CgroupError::BadPath(rel.to_path_buf()));
+        }
         let mut cg = SandboxCgroups {
             dirs: Vec::new(),
             oom_counter: None,
@@ -578,7 +588,11 @@ pub fn set_frozen(
     let rel = first
         .strip_prefix(v1_root)
         .ok()
-        .and_then(|r| r.iter().nth(1).map(|_| r.iter().skip(1).collect::<PathBuf>()))
+        .and_then(|r| {
+            r.iter()
+                .nth(1)
+                .map(|_| r.iter().skip(1).collect::<PathBuf>())
+        })
         .ok_or_else(|| CgroupError::Unavailable {
             root: v1_root.to_path_buf(),
             why: format!("{} is not under a v1 hierarchy", first.display()),
@@ -650,7 +664,10 @@ pub fn update_limits(dirs: &[PathBuf], limits: &Limits) -> Result<(), CgroupErro
         }
     }
     if let Some(n) = limits.pids {
-        write_file(&find("pids.max").ok_or_else(|| missing("pids"))?, &n.to_string())?;
+        write_file(
+            &find("pids.max").ok_or_else(|| missing("pids"))?,
+            &n.to_string(),
+        )?;
     }
     if let Some(millis) = limits.cpu_millis {
         let period: u64 = 100_000;
@@ -695,6 +712,19 @@ mod tests {
         );
         assert_eq!(v1_mount_point(info, root, "memory"), None);
         assert_eq!(v1_mount_point(info, Path::new("/elsewhere"), "pids"), None);
+    }
+
+    #[test]
+    fn paths_that_leave_the_hierarchy_are_refused() {
+        let layout = Layout::V2 {
+            root: PathBuf::from("/nonexistent-cgroup-root"),
+        };
+        for bad in ["../../etc", "a/../../b", "", "/", "./x"] {
+            let err = SandboxCgroups::create_at(&layout, Path::new(bad), &Limits::default(), None)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(matches!(err, CgroupError::BadPath(_)), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -193,6 +193,37 @@ pub fn seccomp_policy(spec: &Spec) -> Result<cordon_container::seccomp_policy::P
     }
 }
 
+/// The container's cgroup, relative to each hierarchy's root, from `linux.cgroupsPath`: a
+/// path of plain components (no `..`, which would leave the cgroup filesystem), or the systemd
+/// form `slice:prefix:name`, which cordon (driving cgroupfs itself) maps to
+/// `cordon-oci/prefix-name`.
+fn cgroup_path(p: &Path) -> Result<PathBuf, OciError> {
+    let text = p.to_string_lossy();
+    let bad = |why: &str| OciError::Bundle(format!("linux.cgroupsPath {text:?}: {why}"));
+    let plain = |rel: &Path| {
+        rel.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+    };
+    if text.contains(':') {
+        let parts: Vec<&str> = text.split(':').collect();
+        let [_slice, prefix, name] = parts[..] else {
+            return Err(bad("the systemd form is slice:prefix:name"));
+        };
+        let leaf = PathBuf::from(format!("{prefix}-{name}"));
+        if name.is_empty() || !plain(&leaf) || leaf.components().count() != 1 {
+            return Err(bad("prefix-name must be one path component"));
+        }
+        return Ok(PathBuf::from("cordon-oci").join(leaf));
+    }
+    let rel = p.strip_prefix("/").unwrap_or(p);
+    if rel.as_os_str().is_empty() || !plain(rel) {
+        return Err(bad(
+            "must be a path of plain components (no '.', '..' or empty path)",
+        ));
+    }
+    Ok(rel.to_path_buf())
+}
+
 /// Maps the bundle onto a detached container configuration.
 pub fn container_config(
     b: &Bundle,
@@ -405,12 +436,7 @@ pub fn container_config(
             .collect()
     });
     let cgroup_path = match linux.and_then(|l| l.cgroups_path().as_ref()) {
-        Some(p) if p.to_string_lossy().contains(':') => {
-            // systemd-style "slice:prefix:name": cordon manages cgroupfs directly.
-            let parts: Vec<String> = p.to_string_lossy().split(':').map(String::from).collect();
-            PathBuf::from("cordon-oci").join(format!("{}-{}", parts[1], parts[2]))
-        }
-        Some(p) => p.strip_prefix("/").unwrap_or(p).to_path_buf(),
+        Some(p) => cgroup_path(p)?,
         None => PathBuf::from("cordon-oci").join(id),
     };
     let seccomp = Some(seccomp_policy(spec)?);
@@ -453,3 +479,6 @@ pub fn container_config(
         hook_points: true,
     })
 }
+
+#[cfg(test)]
+mod fuzz;
