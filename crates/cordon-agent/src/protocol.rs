@@ -66,6 +66,17 @@ pub struct RunRequest {
     /// Fresh randomness for the guest's entropy pool (every clone of a snapshot starts with the
     /// same pool state).
     pub seed: Vec<u8>,
+    /// Read-only disks to mount before the command runs.
+    pub mounts: Vec<GuestMount>,
+}
+
+/// A read-only disk (an ext4 image of a host directory) to mount in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GuestMount {
+    /// The virtio-blk serial of the disk (`/sys/block/*/serial`).
+    pub serial: String,
+    /// Where it is mounted (created when missing and the parent is writable).
+    pub target: String,
 }
 
 /// How the command ended, as the agent saw it.
@@ -249,6 +260,10 @@ impl HostMsg {
                     .u64(r.realtime_secs)
                     .u32(r.realtime_nanos)
                     .bytes(&r.seed);
+                e.u32(u32::try_from(r.mounts.len() * 2).unwrap_or(0));
+                for m in &r.mounts {
+                    e.str(&m.serial).str(&m.target);
+                }
                 e.finish()
             }
             HostMsg::Stdin(data) => {
@@ -290,6 +305,15 @@ impl HostMsg {
                     realtime_secs: d.u64()?,
                     realtime_nanos: d.u32()?,
                     seed: d.bytes()?,
+                    mounts: d
+                        .list()?
+                        .chunks(2)
+                        .filter(|c| c.len() == 2)
+                        .map(|c| GuestMount {
+                            serial: c[0].clone(),
+                            target: c[1].clone(),
+                        })
+                        .collect(),
                 };
                 if kind == kind::RUN {
                     HostMsg::Run(req)
@@ -471,6 +495,10 @@ mod tests {
             realtime_secs: 1_700_000_000,
             realtime_nanos: 5,
             seed: vec![7; 64],
+            mounts: vec![GuestMount {
+                serial: "cordon-m0".into(),
+                target: "/data".into(),
+            }],
         }));
         roundtrip_host(HostMsg::Stdin(b"abc\0".to_vec()));
         roundtrip_host(HostMsg::StdinEof);

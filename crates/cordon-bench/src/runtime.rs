@@ -253,7 +253,7 @@ impl Runtime {
             Workload::Syscalls { .. } | Workload::Cpu { .. } | Workload::Io { .. }
         );
         (self.is_microvm() && needs_program).then_some(
-            "the microvm tier has no --mount yet, so the benchmark program cannot be brought into the guest",
+            "the benchmark program is not brought into the guest (/opt/cordon-bench does not exist in its read-only root image)",
         )
     }
 

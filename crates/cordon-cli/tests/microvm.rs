@@ -521,3 +521,59 @@ fn warm_pool_lends_each_vm_once_and_leaves_nothing() {
     assert!(!socket.exists(), "the pool left its socket");
     let _ = fs::remove_file(&log);
 }
+
+#[test]
+fn read_only_mounts_and_rw_refused() {
+    let Some(_g) = guard("read_only_mounts_and_rw_refused") else {
+        return;
+    };
+    let dir =
+        std::env::temp_dir().join(format!("cordon-microvm-test-mount-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    fs::write(dir.join("sub/f.txt"), "from-host\n").expect("write");
+    // The mount's image lands in the cache: the test removes the one it made.
+    let images = || -> Vec<std::path::PathBuf> {
+        fs::read_dir("/var/cache/cordon/microvm/rootfs")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("mnt-"))
+            })
+            .collect()
+    };
+    let before = images();
+    let ro = format!("{}:/tmp/data:ro", dir.display());
+    let out = run(
+        &[
+            "--mount",
+            &ro,
+            "--",
+            "sh",
+            "-c",
+            "cat /tmp/data/sub/f.txt; touch /tmp/data/x 2>/dev/null && echo writable",
+        ],
+        None,
+    );
+    let rw = format!("{}:/tmp/data", dir.display());
+    let refused = run(&["--mount", &rw, "--", "true"], None);
+    let _ = fs::remove_dir_all(&dir);
+    for img in images() {
+        if !before.contains(&img) {
+            let _ = fs::remove_file(img);
+        }
+    }
+    assert_eq!(
+        text(&out.stdout),
+        "from-host\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(refused.status.code(), Some(125));
+    let err = text(&refused.stderr);
+    assert!(err.contains("read-only only"), "stderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "stderr: {err}");
+}

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cordon_agent::protocol::{HostMsg, RunRequest};
+use cordon_agent::protocol::{GuestMount, HostMsg, RunRequest};
 use cordon_sandbox::{
     CreatedSandbox, ExitOutcome, Network, RootfsSource, RunningSandbox, SandboxError, SandboxSpec,
     Tier, TierKind,
@@ -66,6 +66,8 @@ pub enum MicrovmError {
     Snapshot(#[from] SnapshotError),
     #[error("{0} is not supported by the microvm tier yet")]
     Unsupported(&'static str),
+    #[error("--mount {0}")]
+    Mount(String),
     #[error(transparent)]
     Pool(#[from] pool::PoolError),
 }
@@ -172,7 +174,44 @@ pub(crate) fn run_request(spec: &SandboxSpec) -> RunRequest {
         realtime_secs: now.as_secs(),
         realtime_nanos: now.subsec_nanos(),
         seed: random_seed(),
+        mounts: spec
+            .mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| GuestMount {
+                serial: qemu::mount_serial(i),
+                target: m.destination.display().to_string(),
+            })
+            .collect(),
     }
+}
+
+/// Why `spec`'s mounts cannot be given to a guest, if they cannot: read-only directories, at
+/// most [`rootfs::MOUNT_SLOTS`].
+fn check_mounts(spec: &SandboxSpec) -> Result<(), MicrovmError> {
+    if spec.mounts.len() > rootfs::MOUNT_SLOTS {
+        return Err(MicrovmError::Mount(format!(
+            "takes at most {} host directories on the microvm tier ({} given)",
+            rootfs::MOUNT_SLOTS,
+            spec.mounts.len()
+        )));
+    }
+    for m in &spec.mounts {
+        if !m.readonly {
+            return Err(MicrovmError::Mount(format!(
+                "{}:{}: the microvm tier mounts host directories read-only only (add :ro; the guest sees a copy made at start)",
+                m.source.display(),
+                m.destination.display()
+            )));
+        }
+        if !m.source.is_dir() {
+            return Err(MicrovmError::Mount(format!(
+                "{}: the microvm tier mounts directories only",
+                m.source.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl MicrovmTier {
@@ -279,6 +318,11 @@ impl MicrovmTier {
             RootfsSource::HostSystem => self.cache.default_rootfs()?,
             RootfsSource::Dir(dir) => self.cache.dir_rootfs(dir)?,
         };
+        let empty = self.cache.empty_slot()?;
+        let mut mount_disks = vec![empty; rootfs::MOUNT_SLOTS];
+        for (slot, m) in mount_disks.iter_mut().zip(&spec.mounts) {
+            *slot = self.cache.mount_image(&m.source)?;
+        }
         let memory_mib = guest_memory_mib(spec);
         let vcpus = spec
             .limits
@@ -294,6 +338,7 @@ impl MicrovmTier {
             initramfs,
             cmdline,
             rootfs,
+            mount_disks,
             memory_mib,
             vcpus,
             accel,
@@ -346,7 +391,9 @@ impl MicrovmTier {
             }
         }
         let config = self.vm_config(spec, accel)?;
-        if let (Some(socket), true) = (&self.pool_socket, self.snapshots) {
+        // A pool's VMs have empty mount slots: a run with mounts restores its own.
+        let poolable = self.snapshots && spec.mounts.is_empty();
+        if let (Some(socket), true) = (&self.pool_socket, poolable) {
             let key = pool::shape_key(&qemu, &config);
             match pool::take(socket, &key) {
                 Ok(Some(vm)) => {
@@ -391,7 +438,13 @@ impl MicrovmTier {
             if let (Some(n), false) = (notice, self.debug) {
                 self.say(n);
             }
-            if let Err(e) = snap.build(vmm, config, Self::boot_limit(config.accel)) {
+            // Saved with every mount slot empty: the snapshot serves any mounts.
+            let mut empty = config.clone();
+            let placeholder = self.cache.empty_slot()?;
+            for d in &mut empty.mount_disks {
+                d.clone_from(&placeholder);
+            }
+            if let Err(e) = snap.build(vmm, &empty, Self::boot_limit(config.accel)) {
                 if let SnapshotError::Boot(_, lines) = &e {
                     self.print_console(lines);
                 }
@@ -445,12 +498,7 @@ impl Tier for MicrovmTier {
 
     fn create(&self, spec: &SandboxSpec) -> Result<CreatedVm, SandboxError> {
         spec.validate()?;
-        if !spec.mounts.is_empty() {
-            return Err(tier_err(
-                "checking the spec",
-                MicrovmError::Unsupported("--mount (host directories in a VM need virtio-fs)"),
-            ));
-        }
+        check_mounts(spec).map_err(|e| tier_err("checking the spec", e))?;
         let session = self
             .ready_guest(spec)
             .map_err(|e| tier_err("starting the VM", e))?;

@@ -98,6 +98,14 @@ impl Qemu {
             config.rootfs.display()
         );
         push(&["-drive", &drive, "-device", "virtio-blk-device,drive=root"]);
+        for (i, disk) in config.mount_disks.iter().enumerate() {
+            let drive = format!(
+                "id=m{i},file={},format=raw,if=none,readonly=on,cache=unsafe",
+                disk.display()
+            );
+            let device = format!("virtio-blk-device,drive=m{i},serial={}", mount_serial(i));
+            push(&["-drive", &drive, "-device", &device]);
+        }
         push(&[
             "-chardev",
             "socket,id=agent,fd=3",
@@ -122,6 +130,11 @@ impl Qemu {
         ]);
         a
     }
+}
+
+/// The virtio serial of mount slot `i`, by which the agent finds its disk.
+pub fn mount_serial(i: usize) -> String {
+    format!("cordon-m{i}")
 }
 
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(20);

@@ -110,6 +110,66 @@ impl Cache {
     }
 }
 
+/// Read-only disk slots every guest has besides its root (`--mount SRC:DST:ro`): a snapshot
+/// holds the devices it was saved with, so the slots exist in every VM, attached to an empty
+/// placeholder unless a mount fills them.
+pub const MOUNT_SLOTS: usize = 4;
+/// The size every slot's disk shows the guest (a restored guest keeps the capacity it saw at
+/// boot): the placeholder and each mount image are sparse files of this size.
+pub const MOUNT_SLOT_BYTES: u64 = 64 << 30;
+
+impl Cache {
+    /// The empty disk in unused mount slots (sparse, all zeros).
+    pub fn empty_slot(&self) -> Result<PathBuf, AssetError> {
+        let path = self.rootfs_dir()?.join("empty-slot.img");
+        if fs::metadata(&path).is_ok_and(|m| m.len() == MOUNT_SLOT_BYTES) {
+            return Ok(path);
+        }
+        let tmp = tmp_path(&path);
+        let f = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        f.set_len(MOUNT_SLOT_BYTES)
+            .map_err(io_err("sizing", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err("renaming", &tmp))?;
+        Ok(path)
+    }
+
+    /// A read-only ext4 image of the host directory `tree` for a mount slot, built on first use
+    /// and cached by the tree's hash (a copy as of then: later changes on the host make a new
+    /// image on the next run, not a change in a running guest).
+    pub fn mount_image(&self, tree: &Path) -> Result<PathBuf, AssetError> {
+        let key = tree_hash(tree)?;
+        let dir = self.rootfs_dir()?;
+        let path = dir.join(format!("mnt-{}.ext4", &key[..24]));
+        if path.is_file() {
+            return Ok(path);
+        }
+        let image = tmp_path(&path);
+        let built = make_ext4(tree, &image).and_then(|()| {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(&image)
+                .map_err(io_err("opening", &image))?;
+            let len = f.metadata().map_err(io_err("reading", &image))?.len();
+            if len > MOUNT_SLOT_BYTES {
+                return Err(AssetError::Tool {
+                    tool: "mke2fs".into(),
+                    why: format!(
+                        "{} needs an image of {len} bytes, more than a mount slot's {MOUNT_SLOT_BYTES}",
+                        tree.display()
+                    ),
+                });
+            }
+            f.set_len(MOUNT_SLOT_BYTES).map_err(io_err("sizing", &image))
+        });
+        if let Err(e) = built {
+            let _ = fs::remove_file(&image);
+            return Err(e);
+        }
+        fs::rename(&image, &path).map_err(io_err("renaming", &image))?;
+        Ok(path)
+    }
+}
+
 /// A hash of a directory tree's metadata (not its file contents: reading a whole rootfs on
 /// every run would cost more than the VM start). Symlinks are not followed.
 fn tree_hash(root: &Path) -> Result<String, AssetError> {

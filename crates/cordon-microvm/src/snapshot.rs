@@ -40,6 +40,8 @@ impl Snapshot {
             config.memory_mib.to_string(),
             config.vcpus.to_string(),
             config.cmdline.clone(),
+            // The device set: the mount slots' count (their images may differ per restore).
+            format!("mount-slots={}", config.mount_disks.len()),
         ] {
             h.update(part.as_bytes());
             h.update([0]);

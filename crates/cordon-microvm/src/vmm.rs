@@ -52,6 +52,9 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Attached read-only as the first virtio-blk disk (`/dev/vda`).
     pub rootfs: PathBuf,
+    /// The images in the read-only mount slots ([`crate::rootfs::MOUNT_SLOTS`] of them, the
+    /// unused ones the empty placeholder): not part of a snapshot's identity.
+    pub mount_disks: Vec<PathBuf>,
     pub memory_mib: u64,
     pub vcpus: u32,
     pub accel: Accel,

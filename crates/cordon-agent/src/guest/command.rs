@@ -60,7 +60,44 @@ fn prepare_guest(req: &RunRequest) -> Result<(), ExitReport> {
     if req.loopback {
         sys::loopback_up().map_err(|e| setup_failed("bringing lo up", e))?;
     }
+    for m in &req.mounts {
+        mount_disk(m)?;
+    }
     Ok(())
+}
+
+/// The block device whose virtio serial is `serial`.
+fn disk_by_serial(serial: &str) -> Option<String> {
+    fs::read_dir("/sys/block").ok()?.flatten().find_map(|e| {
+        let s = fs::read_to_string(e.path().join("serial")).ok()?;
+        (s.trim() == serial).then(|| format!("/dev/{}", e.file_name().to_string_lossy()))
+    })
+}
+
+/// Mounts a read-only disk the host attached for `--mount SRC:DST:ro`.
+fn mount_disk(m: &crate::protocol::GuestMount) -> Result<(), ExitReport> {
+    let what = format!("mounting {}", m.target);
+    let dev = disk_by_serial(&m.serial)
+        .ok_or_else(|| setup_failed(&what, format!("no disk with serial {}", m.serial)))?;
+    let f = File::open(&dev).map_err(|e| setup_failed(&what, format!("opening {dev}: {e}")))?;
+    sys::flush_block_cache(&f).map_err(|e| setup_failed(&what, format!("flushing {dev}: {e}")))?;
+    drop(f);
+    if fs::metadata(&m.target).is_err() {
+        fs::create_dir_all(&m.target).map_err(|e| {
+            setup_failed(
+                &what,
+                format!("creating the mount point (the guest's root is read-only; use an existing directory or one below /tmp): {e}"),
+            )
+        })?;
+    }
+    sys::mount(
+        &dev,
+        &m.target,
+        "ext4",
+        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        "",
+    )
+    .map_err(|e| setup_failed(&what, e))
 }
 
 /// Creates the cgroup the command will run in, with the pids controller enabled, and moves the
