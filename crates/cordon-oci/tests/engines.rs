@@ -311,6 +311,30 @@ fn containerd_and_docker_run_containers_through_cordon() {
             text(&out.stderr)
         );
     }
+    // containerd's runc shim takes a binary per runtime but no arguments: a symlink named
+    // cordon-oci-<tier> picks the tier.
+    let link = dir.join("cordon-oci-sentry");
+    std::os::unix::fs::symlink(CORDON_OCI, &link).unwrap();
+    let out = ctr(
+        dir,
+        &[
+            "run",
+            "--rm",
+            "--runc-binary",
+            link.to_str().unwrap(),
+            IMAGE,
+            "by-name",
+            "sh",
+            "-c",
+            "test -e /proc/kallsyms && echo kallsyms-present || echo kallsyms-absent",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "kallsyms-absent",
+        "ctr --runc-binary cordon-oci-sentry: {}",
+        text(&out.stderr)
+    );
 
     // Docker on the same containerd, cordon registered as a runtime.
     let daemon_json = format!(
