@@ -219,6 +219,47 @@ impl Call<'_> {
         Ok(path.to_vec())
     }
 
+    /// Whether `path` (canonical) is one of the few /proc files by which a process tunes
+    /// itself and which an unprivileged process may write: its own `oom_score_adj` (the
+    /// kernel still refuses a lower score without `CAP_SYS_RESOURCE`, checked on the write)
+    /// and its own `comm`. The rest of /proc stays read-only.
+    fn own_tunable(&mut self, path: &[u8]) -> SysResult<bool> {
+        if !path.starts_with(b"/proc/") {
+            return Ok(false);
+        }
+        let s = self.status()?;
+        let own = [
+            format!("/proc/{}/oom_score_adj", s.ns_tgid),
+            format!("/proc/{}/comm", s.ns_tgid),
+            format!("/proc/{}/task/{}/comm", s.ns_tgid, s.ns_tid),
+        ];
+        Ok(own.iter().any(|o| o.as_bytes() == path))
+    }
+
+    /// Whether `abs` names the caller's own executable (`/proc/self/exe` after rewriting).
+    fn own_exe(&mut self, abs: &[u8]) -> SysResult<bool> {
+        if !abs.starts_with(b"/proc/") || !abs.ends_with(b"/exe") {
+            return Ok(false);
+        }
+        let s = self.status()?;
+        let own = format!("/proc/{}/exe", s.ns_tgid);
+        let thread = format!("/proc/{}/task/{}/exe", s.ns_tgid, s.ns_tid);
+        Ok(abs == own.as_bytes() || abs == thread.as_bytes())
+    }
+
+    /// A read-only fd of the caller's executable, opened through the host's /proc (the
+    /// sandbox's /proc/PID/exe is a magic link the view never follows). The executable is a
+    /// file the caller itself could execute, so it lies in its tree; the policy still applies
+    /// to it. Checked afterwards that the caller still waits, so the tid was not reused.
+    fn exe(&mut self) -> SysResult<OwnedFd> {
+        let link = CString::new(format!("/proc/{}/exe", self.n.pid)).expect("no NUL");
+        let fd = sys::openat(libc::AT_FDCWD, &link, libc::O_RDONLY | libc::O_NONBLOCK)
+            .map_err(|_| Errno(libc::ENOENT))?;
+        self.still_valid()?;
+        sys::setfl(fd.as_fd(), 0)?;
+        Ok(fd)
+    }
+
     /// The fd number when `abs` names one of the caller's own fds through /proc.
     fn own_fd(&mut self, abs: &[u8]) -> SysResult<Option<i32>> {
         if !abs.starts_with(b"/proc/") {
@@ -690,11 +731,29 @@ impl Supervisor {
             if let Some(n) = c.own_fd(&abs)? {
                 return self.reopen(c, n, flags, cloexec, &abs);
             }
+            if c.own_exe(&abs)? {
+                if write {
+                    return Err(self.deny(c, Some(&abs), libc::ETXTBSY, "writing its executable"));
+                }
+                let fd = c.exe()?;
+                self.check(c, fd.as_fd(), false)?;
+                if is_path {
+                    return Ok(Reply::Fd(path_substitute(fd)?, cloexec));
+                }
+                return Ok(Reply::Fd(fd, cloexec));
+            }
             let extra = resolve
                 & (libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV | libc::RESOLVE_CACHED);
             self.view.resolve(&abs, open_flags, mode, extra)?
         };
-        self.check(c, fd.as_fd(), write)?;
+        if write && self.view.needs_check(fd.as_fd()) {
+            let path = canonical(fd.as_fd())?;
+            if !c.own_tunable(&path)? {
+                self.check_path(c, &path, true)?;
+            }
+        } else {
+            self.check(c, fd.as_fd(), write)?;
+        }
         if is_path {
             return Ok(Reply::Fd(path_substitute(fd)?, cloexec));
         }
