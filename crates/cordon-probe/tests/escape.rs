@@ -1,15 +1,16 @@
 //! The escape suite end to end, as root on this machine: one harness run executes every probe
-//! bare on the host and inside the container tier; the checks are
+//! bare on the host and inside the container and sentry tiers; the checks are
 //! - `container_tier_blocks_every_probe`: each probe is BLOCKED in the container tier, or
 //!   UNSUPPORTED there only where the bare host is UNSUPPORTED too (the host lacks the
 //!   feature, so there is nothing to block);
+//! - `sentry_tier_blocks_every_probe`: the same for the sentry tier;
 //! - `bare_host_validates_every_probe`: each probe ESCAPED the bare host, or is UNSUPPORTED
 //!   with its reason (a probe that cannot detect its own attack is broken);
 //! - `nothing_left_behind`: no process, mount, cgroup, bait or scratch file remains.
 //!
 //! This binary has its own `main` (`harness = false`) because it doubles as the `cordon run`
-//! of the harness: invoked as `escape run ...` it runs the sandbox through the container
-//! tier's library exactly as the CLI does, from a fresh single-threaded process (the container
+//! of the harness: invoked as `escape run ...` it runs the sandbox through the container (or
+//! sentry) tier's library exactly as the CLI does, from a fresh single-threaded process (the container
 //! tier forks and must not be driven from libtest's threads). The tiers under test are thus
 //! always the tree's current code, whatever `cordon` binary may lie around.
 
@@ -25,12 +26,14 @@ use cordon_probe::matrix::{Column, Matrix};
 use cordon_probe::verdict::Verdict;
 use cordon_sandbox::parse::{parse_duration, parse_size};
 use cordon_sandbox::{RunningSandbox, SandboxSpec, TierKind};
+use cordon_sentry::{AuditSink, SentryTier};
 
 const PROBE_BIN: &str = env!("CARGO_BIN_EXE_cordon-probe");
 /// Where the `cordon run` stand-in records its pid, so its cgroups can be checked.
 const PIDS_ENV: &str = "CORDON_PROBE_TEST_PIDS";
 const CHECKS: &[&str] = &[
     "container_tier_blocks_every_probe",
+    "sentry_tier_blocks_every_probe",
     "bare_host_validates_every_probe",
     "nothing_left_behind",
 ];
@@ -138,7 +141,7 @@ fn cordon_run(args: &[String]) -> i32 {
             return 125;
         }
     }
-    if spec.tier != TierKind::Container {
+    if !matches!(spec.tier, TierKind::Container | TierKind::Sentry) {
         eprintln!(
             "cordon: the {} tier is not available in this build",
             spec.tier
@@ -151,9 +154,18 @@ fn cordon_run(args: &[String]) -> i32 {
         }
     }
     let deadline = spec.timeout.map(|t| Instant::now() + t);
-    let outcome = ContainerTier::default()
-        .create_started(&spec)
-        .and_then(|s| s.wait(deadline));
+    let outcome = if spec.tier == TierKind::Sentry {
+        SentryTier {
+            container: ContainerTier::default(),
+            audit: AuditSink::Stderr,
+            debug: false,
+        }
+        .run(&spec)
+    } else {
+        ContainerTier::default()
+            .create_started(&spec)
+            .and_then(|s| s.wait(deadline))
+    };
     match outcome {
         Ok(o) => o.exit_code(),
         Err(e) => {
@@ -250,7 +262,7 @@ fn run_checks() -> i32 {
     let before = traces();
     let started = Instant::now();
     let code = harness::run(ProbeArgs {
-        tiers: vec![TierKind::Container],
+        tiers: vec![TierKind::Container, TierKind::Sentry],
         all: false,
         runtime_cmds: Vec::new(),
         bare: true,
@@ -270,9 +282,9 @@ fn run_checks() -> i32 {
         .and_then(|t| serde_json::from_str(&t).ok());
     let mut all_ok = true;
 
-    let (container, bare) = match &matrix {
-        Some(m) => (m.column("container"), m.column("bare")),
-        None => (None, None),
+    let (container, sentry, bare) = match &matrix {
+        Some(m) => (m.column("container"), m.column("sentry"), m.column("bare")),
+        None => (None, None, None),
     };
     let result = |col: Option<&Column>, probe: &str| {
         col.and_then(|c| c.results.get(probe))
@@ -283,26 +295,31 @@ fn run_checks() -> i32 {
         .map(|p| p.name.to_string())
         .collect();
 
-    // The container tier.
-    let mut failures = Vec::new();
-    let mut notes = Vec::new();
-    if code != 0 {
-        failures.push(format!("the harness exited with {code}, not 0"));
-    }
-    if container.is_none() {
-        failures.push("no container column in the harness's JSON".to_string());
-    }
-    for p in &probes {
-        match (result(container, p), result(bare, p)) {
-            (Some((Verdict::Blocked, _)), _) => {}
-            (Some((Verdict::Unsupported, d)), Some((Verdict::Unsupported, _))) => {
-                notes.push(format!("{p}: UNSUPPORTED on this host: {d}"));
-            }
-            (Some((v, d)), _) => failures.push(format!("{p}: {v} in the container tier: {d}")),
-            (None, _) => failures.push(format!("{p}: no result in the container tier")),
+    // The container and sentry tiers.
+    for (check_name, tier, column) in [
+        (CHECKS[0], "container", container),
+        (CHECKS[1], "sentry", sentry),
+    ] {
+        let mut failures = Vec::new();
+        let mut notes = Vec::new();
+        if code != 0 {
+            failures.push(format!("the harness exited with {code}, not 0"));
         }
+        if column.is_none() {
+            failures.push(format!("no {tier} column in the harness's JSON"));
+        }
+        for p in &probes {
+            match (result(column, p), result(bare, p)) {
+                (Some((Verdict::Blocked, _)), _) => {}
+                (Some((Verdict::Unsupported, d)), Some((Verdict::Unsupported, _))) => {
+                    notes.push(format!("{p}: UNSUPPORTED on this host: {d}"));
+                }
+                (Some((v, d)), _) => failures.push(format!("{p}: {v} in the {tier} tier: {d}")),
+                (None, _) => failures.push(format!("{p}: no result in the {tier} tier")),
+            }
+        }
+        all_ok &= check(check_name, failures, &notes);
     }
-    all_ok &= check(CHECKS[0], failures, &notes);
 
     // The bare host.
     let mut failures = Vec::new();
@@ -319,7 +336,7 @@ fn run_checks() -> i32 {
             None => failures.push(format!("{p}: no result on the bare host")),
         }
     }
-    all_ok &= check(CHECKS[1], failures, &notes);
+    all_ok &= check(CHECKS[2], failures, &notes);
 
     // Leftovers: give killed processes a moment to be reaped.
     let mut failures = Vec::new();
@@ -350,7 +367,7 @@ fn run_checks() -> i32 {
     if after != before {
         failures.push(format!("left behind: before {before:?}, after {after:?}"));
     }
-    all_ok &= check(CHECKS[2], failures, &[]);
+    all_ok &= check(CHECKS[3], failures, &[]);
 
     let _ = fs::remove_dir_all(&work);
     if all_ok {
