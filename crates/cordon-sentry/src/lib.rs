@@ -227,50 +227,59 @@ impl SentryTier {
     }
 }
 
-/// What a detached supervisor did.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServeReport {
-    pub handled: u64,
-    pub denied: u64,
-}
-
 /// Serves the supervised syscalls of one process started by someone else: the OCI front's
 /// `create` (the container's first process) and `exec` hand over the socket its seccomp
 /// listener arrives on ([`cordon_container::DetachedContainer::notify_sock`],
 /// [`cordon_container::exec::exec_in_supervised`]). `init_pid` is the container's init (its
 /// root and network namespace are the sandbox's); `uid`/`gid` the process's identity.
 ///
-/// Opens the view and confines the calling process exactly as [`SentryTier::run`] does, then
-/// waits for the listener and serves it until no process uses the filter any more. Like
-/// `run`, this confines the caller for good: call it from a process of its own.
+/// As in [`SentryTier::run`], a supervisor thread confines itself and then waits in
+/// `SECCOMP_IOCTL_NOTIF_RECV` (one wakeup per call); the calling thread, confined the same
+/// way, waits until no process uses the filter any more (the listener hangs up) and returns
+/// without stopping the supervisor thread: call this from a process of its own and exit right
+/// after it returns.
 pub fn serve_detached(
     init_pid: libc::pid_t,
-    notify_sock: std::os::fd::OwnedFd,
+    notify_sock: OwnedFd,
     uid: u32,
     gid: u32,
     audit: AuditSink,
-) -> Result<ServeReport, SentryError> {
-    use std::os::fd::AsFd;
+) -> Result<(), SentryError> {
     let view = View::open(init_pid).map_err(SentryError::Root)?;
-    confine::confine(init_pid)?;
-    let mut sup = Supervisor::new(view, uid, gid, AuditLog::new(audit));
+    let netns = confine::open_netns(init_pid)?;
     // EOF without a listener: the process died (or failed) before its exec.
     let Ok(Some(listener)) = cordon_container::recv_listener(notify_sock.as_fd()) else {
-        return Ok(ServeReport::default());
+        return Ok(());
     };
     drop(notify_sock);
-    sys::notif_sync_wakeup(listener.as_fd());
-    // Until every process under the filter is gone (or poll fails).
-    while let Ok(revents) = sys::poll_in(listener.as_fd()) {
-        if revents & libc::POLLIN != 0 {
-            sup.handle(listener.as_fd());
-        } else if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+    let mut sup = Supervisor::new(view, uid, gid, AuditLog::new(audit));
+    let worker_listener = listener.try_clone().map_err(SentryError::Thread)?;
+    let worker_netns = netns.try_clone().map_err(SentryError::Thread)?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("cordon-sentry".into())
+        .spawn(move || {
+            let ready = confine::confine_in(worker_netns.as_fd());
+            let confined = ready.is_ok();
+            let _ = ready_tx.send(ready);
+            if confined {
+                sys::notif_sync_wakeup(worker_listener.as_fd());
+                sup.serve(worker_listener.as_fd(), &AtomicBool::new(false));
+            }
+        })
+        .map_err(SentryError::Thread)?;
+    confine::confine_in(netns.as_fd())?;
+    ready_rx.recv().unwrap_or_else(|_| {
+        Err(confine::ConfineError::Syscall {
+            op: "starting the supervisor thread",
+            source: std::io::ErrorKind::BrokenPipe.into(),
+        })
+    })?;
+    // Notifications belong to the supervisor thread; this one only waits for the hang-up.
+    while let Ok(revents) = sys::poll_hangup(listener.as_fd()) {
+        if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
             break;
         }
     }
-    sup.audit().finish();
-    Ok(ServeReport {
-        handled: sup.handled,
-        denied: sup.audit().denied_total,
-    })
+    Ok(())
 }

@@ -452,11 +452,12 @@ pub fn landlock_abi() -> Option<i64> {
     (v > 0).then_some(v)
 }
 
-/// Waits (without a timeout) until `fd` is readable or hung up; returns its `revents`.
-pub fn poll_in(fd: BorrowedFd<'_>) -> io::Result<i16> {
+/// Waits (without a timeout) until `fd` hangs up or fails (readability is not waited for);
+/// returns its `revents`.
+pub fn poll_hangup(fd: BorrowedFd<'_>) -> io::Result<i16> {
     let mut pfd = [libc::pollfd {
         fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
+        events: 0,
         revents: 0,
     }];
     loop {
