@@ -245,10 +245,11 @@ fn check_tier(
 /// A process of a sentry container: supervised syscalls go to the supervisor. It always runs
 /// with no_new_privileges: the supervised-syscall filter is installed after the process has
 /// dropped to its own identity (the supervisor must not see the runtime's own setup calls), and
-/// without privileges that is only allowed under no_new_privileges.
-fn sentry_process(p: &mut cordon_container::ProcessConfig) {
+/// without privileges that is only allowed under no_new_privileges. Landlock as in `cordon run`.
+fn sentry_process(p: &mut cordon_container::ProcessConfig, spec: &oci_spec::runtime::Spec) {
     p.notify = Some(cordon_sentry::notify_policy::notify_policy());
     p.no_new_privileges = true;
+    p.landlock = supervisor::landlock_rules(spec);
 }
 
 fn create(ctx: &Ctx, a: &CreateArgs) -> Result<Record, OciError> {
@@ -309,7 +310,7 @@ fn create_in(
     let sentry = tier == "sentry";
     let tier_name = tier.clone();
     if sentry {
-        sentry_process(&mut cfg.process);
+        sentry_process(&mut cfg.process, &b.spec);
     }
     let mut record = Record {
         id: a.id.clone(),
@@ -747,7 +748,7 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32, OciError> {
         process.gid = gid;
     }
     if record.tier == "sentry" {
-        sentry_process(&mut process);
+        sentry_process(&mut process, &b.spec);
     }
     let (pid, notify_sock) = cordon_container::exec::exec_in_supervised(
         record.pid,

@@ -8,7 +8,9 @@
 //! It stays outside the container's cgroups, so `kill --all` and `ps` do not see it.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use cordon_container::landlock::{self, LandlockRules};
 
 use crate::OciError;
 
@@ -56,7 +58,7 @@ pub fn spawn(
                 gid,
                 cordon_sentry::AuditSink::File(audit),
             ) {
-                Ok(_) => 0,
+                Ok(()) => 0,
                 Err(_) => 1, // the workload's supervised calls then fail with ENOSYS
             }
         }
@@ -94,4 +96,41 @@ fn detach(sock: i32, audit: i32) -> std::io::Result<()> {
         check(libc::close_range(5, u32::MAX, 0))?;
     }
     Ok(())
+}
+
+/// The Landlock rules of a sentry container's processes, as `cordon run --tier sentry` sets
+/// them (`cordon_sentry::workload_landlock`): read and execute beneath the root, write but not
+/// execute beneath /tmp, every right beneath the writable root, read-write bind mounts of
+/// directories and the config's tmpfs mounts (/dev among them). `None` when the kernel has no Landlock.
+pub fn landlock_rules(spec: &oci_spec::runtime::Spec) -> Option<LandlockRules> {
+    landlock::abi()?;
+    let tmp = Path::new("/tmp");
+    let mut writable: Vec<PathBuf> = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| {
+            let options = m.options().clone().unwrap_or_default();
+            let read_only = options.iter().any(|o| o == "ro");
+            let tmpfs = m.typ().as_deref() == Some("tmpfs");
+            // Directory rules only: a rule on a bound file is refused (EINVAL) with directory
+            // rights; a file stays writable when it lies beneath a writable tree.
+            let bind_dir = (m.typ().as_deref() == Some("bind")
+                || options.iter().any(|o| o == "bind" || o == "rbind"))
+                && m.source().as_ref().is_some_and(|s| s.is_dir());
+            (tmpfs || bind_dir) && !read_only && m.destination() != tmp
+        })
+        .map(|m| m.destination().clone())
+        .collect();
+    if !spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly() == Some(true))
+    {
+        writable.push(PathBuf::from("/"));
+    }
+    Some(LandlockRules {
+        scratch: vec![tmp.to_path_buf()],
+        writable,
+    })
 }
