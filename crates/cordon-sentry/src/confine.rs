@@ -1,8 +1,10 @@
 //! The supervisor confines itself before it reads the first notification: it moves into the
 //! sandbox's network namespace (so the sockets it creates for the workload live there, and it
 //! has no host network itself), drops every capability except `CAP_SYS_PTRACE` (needed to read
-//! the workload's memory and fds) and installs its own seccomp allowlist. The same process
-//! still tears the sandbox down afterwards, so the allowlist also covers cgroup removal.
+//! the workload's memory and fds) and `CAP_SETUID`/`CAP_SETGID` (for `setfsuid`/`setfsgid`
+//! only: the calls are performed with the workload's file-system identity), and installs its
+//! own seccomp allowlist. The same process still tears the sandbox down afterwards, so the
+//! allowlist also covers cgroup removal.
 
 use std::ffi::CString;
 use std::io;
@@ -29,6 +31,10 @@ fn step(op: &'static str) -> impl FnOnce(io::Error) -> ConfineError {
 
 const EPERM: u16 = 1;
 const CAP_SYS_PTRACE: u64 = 1 << 19;
+/// For `setfsuid`/`setfsgid` only (the filter allows no other identity change): the calls
+/// are performed with the workload's file-system identity.
+const CAP_SETUID: u64 = 1 << 7;
+const CAP_SETGID: u64 = 1 << 6;
 
 #[allow(clippy::cast_possible_truncation)]
 const SECCOMP_IOCTLS: &[u32] = &[
@@ -165,7 +171,8 @@ pub fn open_netns(pid: libc::pid_t) -> Result<OwnedFd, ConfineError> {
 pub fn confine_in(netns: BorrowedFd<'_>) -> Result<Confinement, ConfineError> {
     sys::setns_net(netns).map_err(step("entering the sandbox's network namespace"))?;
     sys::clear_groups().map_err(step("clearing supplementary groups"))?;
-    sys::set_caps(CAP_SYS_PTRACE).map_err(step("dropping capabilities"))?;
+    sys::set_caps(CAP_SYS_PTRACE | CAP_SETUID | CAP_SETGID)
+        .map_err(step("dropping capabilities"))?;
     // Landlock would be the next layer, but a Landlock-restricted thread may not ptrace-access
     // (process_vm_readv, pidfd_getfd, /proc/PID/cwd) a process outside its domain, and the
     // workload is outside it; see docs/design.md. The ABI is reported so the gap is visible.

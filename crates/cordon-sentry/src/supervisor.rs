@@ -372,11 +372,15 @@ impl Supervisor {
             status: None,
             pidfd: None,
         };
+        // The calls are performed with the workload's identity; if the switch fails, none is.
         let switched =
             (self.uid != 0 || self.gid != 0).then(|| sys::set_fs_ids(self.uid, self.gid));
-        let result = self.dispatch(&mut call);
-        if let Some((u, g)) = switched {
-            sys::set_fs_ids(u, g);
+        let result = match &switched {
+            Some(Err(_)) => Err(Errno(libc::EACCES)),
+            _ => self.dispatch(&mut call),
+        };
+        if let Some(Ok((u, g))) = switched {
+            let _ = sys::set_fs_ids(u, g);
         }
         if self.trace {
             let shown = match &result {

@@ -354,15 +354,25 @@ pub fn setfl(fd: BorrowedFd<'_>, flags: i32) -> io::Result<()> {
 }
 
 /// Sets this thread's filesystem uid and gid (used for permission checks of the calls the
-/// supervisor performs); returns the previous pair.
-pub fn set_fs_ids(uid: u32, gid: u32) -> (u32, u32) {
-    // SAFETY: setfsuid/setfsgid take plain integers and cannot fail destructively.
-    unsafe {
+/// supervisor performs); returns the previous pair. The kernel reports no failure (it keeps
+/// the old ids without `CAP_SETUID`/`CAP_SETGID`), so the result is read back: an error means
+/// the ids are not the ones asked for and nothing may be done on the caller's behalf.
+pub fn set_fs_ids(uid: u32, gid: u32) -> io::Result<(u32, u32)> {
+    // SAFETY: setfsuid/setfsgid take plain integers; -1 (u32::MAX) only queries.
+    let (old, now) = unsafe {
         let old_gid = libc::setfsgid(gid);
         let old_uid = libc::setfsuid(uid);
-        // The kernel returns the previous ids, full 32-bit values in an int.
-        #[allow(clippy::cast_sign_loss)]
-        (old_uid as u32, old_gid as u32)
+        let now_gid = libc::setfsgid(u32::MAX);
+        let now_uid = libc::setfsuid(u32::MAX);
+        ((old_uid, old_gid), (now_uid, now_gid))
+    };
+    // The kernel returns the ids as full 32-bit values in an int.
+    #[allow(clippy::cast_sign_loss)]
+    let (old, now) = ((old.0 as u32, old.1 as u32), (now.0 as u32, now.1 as u32));
+    if now == (uid, gid) {
+        Ok(old)
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
     }
 }
 

@@ -273,3 +273,32 @@ fn landlock_forbids_executing_what_was_written_to_tmp() {
     let o = run("sentry", &[], &["sh", "-c", "/bin/true && echo ran"]);
     assert_eq!(stdout(&o), "ran\n");
 }
+
+/// With `--user`, the supervisor acts with the workload's file-system identity: a root-only
+/// file stays closed to it (also through a symlink), and what it creates is its own.
+#[test]
+fn user_identity_applies_to_supervised_calls() {
+    require_root!();
+    let dir = std::env::temp_dir().join(format!("cordon-sentry-user-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("creating the test directory");
+    let secret = dir.join("secret");
+    fs::write(&secret, "top secret\n").expect("writing the secret");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod 755");
+    let mount = format!("{}:/sec:ro", dir.display());
+    let script = "id -u; cat /sec/secret; ln -s /sec/secret /tmp/l; cat /tmp/l; \
+                  touch /tmp/mine && mkdir /tmp/d && stat -c %u:%g /tmp/mine /tmp/d";
+    let o = run(
+        "sentry",
+        &["--user", "1000:1000", "--mount", &mount],
+        &["sh", "-c", script],
+    );
+    let _ = fs::remove_dir_all(&dir);
+    let out = stdout(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(out, "1000\n1000:1000\n1000:1000\n", "stderr: {err}");
+    assert!(!out.contains("top secret"));
+    assert!(err.contains("/sec/secret: Permission denied"), "{err}");
+    assert!(err.contains("/tmp/l: Permission denied"), "{err}");
+}
