@@ -259,8 +259,9 @@ impl MicrovmTier {
         assets::collect_garbage(&[self.cache.root.clone(), self.snapshot_root.clone()])
     }
 
-    /// [`Self::collect_garbage`], plus every snapshot (each is remade on its next use) and
-    /// every initramfs but the current one: `cordon microvm gc`.
+    /// [`Self::collect_garbage`], plus every snapshot (each is remade on its next use), every
+    /// initramfs but the current one, and every root and mount image no process has open
+    /// but the default root image: `cordon microvm gc`.
     pub fn collect_all_garbage(&self) -> Vec<PathBuf> {
         let mut removed = self.collect_garbage();
         let current = self
@@ -283,6 +284,18 @@ impl MicrovmTier {
         for cpio in entries(self.cache.root.join("initramfs")) {
             if Some(&cpio) != current.as_ref() && std::fs::remove_file(&cpio).is_ok() {
                 removed.push(cpio);
+            }
+        }
+        let default = self.cache.default_rootfs().ok();
+        let open = sys::open_files();
+        for image in entries(self.cache.root.join("rootfs")) {
+            let is_image = image.extension().is_some_and(|e| e == "ext4");
+            if is_image
+                && Some(&image) != default.as_ref()
+                && !open.contains(&image)
+                && std::fs::remove_file(&image).is_ok()
+            {
+                removed.push(image);
             }
         }
         removed
@@ -435,6 +448,7 @@ impl MicrovmTier {
         let snap = Snapshot::for_config(&self.snapshot_root, vmm, config);
         if !snap.exists() {
             self.collect_garbage();
+            snapshot::evict(&self.snapshot_root, snapshot::KEEP - 1);
             if let (Some(n), false) = (notice, self.debug) {
                 self.say(n);
             }
@@ -466,7 +480,10 @@ impl MicrovmTier {
             let mut cfg = config.clone();
             cfg.memory = snap.memory();
             match vmm.launch(&cfg) {
-                Ok(vm) => return Ok(Session::new(vm)),
+                Ok(vm) => {
+                    snap.mark_used();
+                    return Ok(Session::new(vm));
+                }
                 Err(e) => {
                     // A snapshot that does not load is dropped; the next run rebuilds it.
                     self.say(&format!(
@@ -604,5 +621,77 @@ impl RunningVm {
             tier_err("running the command", e.into())
         });
         (result, first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn gc_keeps_the_default_image_and_images_in_use() {
+        let root = std::env::temp_dir().join(format!("cordon-microvm-gc-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let cache = root.join("cache");
+        let snaps = root.join("snapshots");
+        fs::create_dir_all(cache.join("rootfs")).unwrap();
+        fs::create_dir_all(snaps.join("0123")).unwrap();
+        fs::write(snaps.join("0123/ram"), b"x").unwrap();
+        let rootfs = cache.join("rootfs");
+        fs::write(rootfs.join("default"), "aaaa.ext4").unwrap();
+        for name in [
+            "aaaa.ext4",
+            "old.ext4",
+            "dir-1.ext4",
+            "mnt-2.ext4",
+            "mnt-3.ext4",
+        ] {
+            fs::write(rootfs.join(name), b"img").unwrap();
+        }
+        fs::write(rootfs.join("empty-slot.img"), b"").unwrap();
+        let held = fs::File::open(rootfs.join("mnt-3.ext4")).unwrap();
+        let tier = MicrovmTier {
+            cache: Cache::new(cache),
+            snapshot_root: snaps.clone(),
+            debug: false,
+            snapshots: true,
+            pool_socket: None,
+        };
+        let removed = tier.collect_all_garbage();
+        drop(held);
+        let left: Vec<String> = fs::read_dir(&rootfs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let _ = fs::remove_dir_all(&root);
+        assert!(removed.contains(&snaps.join("0123")), "{removed:?}");
+        let mut left = left;
+        left.sort();
+        assert_eq!(
+            left,
+            ["aaaa.ext4", "default", "empty-slot.img", "mnt-3.ext4"],
+            "removed {removed:?}"
+        );
+    }
+
+    #[test]
+    fn eviction_keeps_the_most_recently_used() {
+        let root =
+            std::env::temp_dir().join(format!("cordon-microvm-evict-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let now = std::time::SystemTime::now();
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            let d = root.join(name);
+            fs::create_dir_all(&d).unwrap();
+            let age = Duration::from_secs(100 * (4 - i as u64));
+            fs::File::open(&d).unwrap().set_modified(now - age).unwrap();
+        }
+        fs::create_dir_all(root.join("e.tmp-1")).unwrap();
+        let mut removed = snapshot::evict(&root, 2);
+        removed.sort();
+        let _ = fs::remove_dir_all(&root);
+        assert_eq!(removed, [root.join("a"), root.join("b")]);
     }
 }

@@ -199,6 +199,7 @@ fn warm_vm(
     cfg.memory = snap.memory();
     cfg.nice = FILL_NICE;
     let vm = vmm.launch(&cfg)?;
+    snap.mark_used();
     let mut session = Session::new(vm);
     session.send(&HostMsg::Warm(crate::run_request(warm_spec)))?;
     session.wait_ready(limit)?;

@@ -76,6 +76,13 @@ impl Snapshot {
         }
     }
 
+    /// Records a use (the directory's mtime), which [`evict`] goes by.
+    pub fn mark_used(&self) {
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.set_modified(std::time::SystemTime::now());
+        }
+    }
+
     /// Boots a guest to agent-ready and saves it, unless another cordon did so meanwhile
     /// (builders serialise on an flock of the snapshot root, so no lock file is left behind).
     pub fn build(
@@ -108,6 +115,36 @@ impl Snapshot {
             }
         }
     }
+}
+
+/// Snapshots kept in the snapshot root (each holds the pages its guest touched, 100-200 MiB
+/// of host RAM in a tmpfs): the least recently used beyond this go when a new one is made.
+pub const KEEP: usize = 6;
+
+/// Removes all but the `keep` most recently used snapshots under `root` (work in progress is
+/// left to [`crate::assets::collect_garbage`]). A guest running from a removed snapshot keeps
+/// its mapping; the next run of that shape makes the snapshot again.
+pub fn evict(root: &Path, keep: usize) -> Vec<PathBuf> {
+    let mut snaps: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().contains(".tmp-"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            if !m.is_dir() {
+                return None;
+            }
+            Some((m.modified().ok()?, e.path()))
+        })
+        .collect();
+    snaps.sort_by_key(|s| std::cmp::Reverse(s.0));
+    snaps
+        .into_iter()
+        .skip(keep)
+        .filter(|(_, p)| fs::remove_dir_all(p).is_ok())
+        .map(|(_, p)| p)
+        .collect()
 }
 
 /// Why a snapshot could not be made.

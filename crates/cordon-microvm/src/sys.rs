@@ -317,6 +317,21 @@ pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     check(unsafe { libc::fcntl(fd, libc::F_SETFL, new) }).map(drop)
 }
 
+/// Every file some process has open (the targets of `/proc/*/fd/*`), as far as this process
+/// may look.
+pub fn open_files() -> std::collections::HashSet<std::path::PathBuf> {
+    let mut open = std::collections::HashSet::new();
+    for proc_entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let fds = proc_entry.path().join("fd");
+        for fd in std::fs::read_dir(&fds).into_iter().flatten().flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                open.insert(target);
+            }
+        }
+    }
+    open
+}
+
 /// Whether a process with this pid exists.
 pub fn process_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
