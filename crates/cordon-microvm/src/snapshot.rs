@@ -119,7 +119,7 @@ impl Snapshot {
 
 /// Snapshots kept in the snapshot root (each holds the pages its guest touched, 100-200 MiB
 /// of host RAM in a tmpfs): the least recently used beyond this go when a new one is made.
-pub const KEEP: usize = 6;
+pub const KEEP: usize = 8;
 
 /// Removes all but the `keep` most recently used snapshots under `root` (work in progress is
 /// left to [`crate::assets::collect_garbage`]). A guest running from a removed snapshot keeps
