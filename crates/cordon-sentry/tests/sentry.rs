@@ -103,7 +103,13 @@ impl Drop for Compiled {
 
 /// Compiles a workload C file statically into a temporary directory.
 fn compile(name: &str) -> Option<Compiled> {
-    let out_dir = std::env::temp_dir().join(format!("cordon-sentry-test-{}", std::process::id()));
+    compile_as(name, name)
+}
+
+/// Compiles workloads/`name`.c to `out` in a directory of its own (tests run in parallel).
+fn compile_as(name: &str, out: &str) -> Option<Compiled> {
+    let out_dir =
+        std::env::temp_dir().join(format!("cordon-sentry-test-{}-{out}", std::process::id()));
     fs::create_dir_all(&out_dir).ok()?;
     let bin = out_dir.join(name);
     let ok = Command::new("gcc")
@@ -228,7 +234,7 @@ fn path_tricks_stay_inside_and_are_audited() {
     assert!(!text.contains("FAIL"), "{text}");
     assert_eq!(
         text.lines().filter(|l| l.starts_with("ok ")).count(),
-        15,
+        16,
         "{text}"
     );
     let log = fs::read_to_string(&audit).unwrap_or_default();
@@ -301,4 +307,180 @@ fn user_identity_applies_to_supervised_calls() {
     assert!(!out.contains("top secret"));
     assert!(err.contains("/sec/secret: Permission denied"), "{err}");
     assert!(err.contains("/tmp/l: Permission denied"), "{err}");
+}
+
+/// The compatibility set (workloads/compat-set.sh: python3 files, json, sqlite3, subprocess,
+/// threads, signals, unix and loopback TCP/UDP sockets; a shell pipeline under dash and under
+/// busybox; a static C program with threads) under the container tier, the sentry tier and
+/// gVisor's runsc (ptrace platform, from an OCI bundle that mirrors `cordon run`'s default
+/// root) in one run. Prints the pass counts; the sentry tier must pass everything the
+/// container tier passes. runsc is a reference: its count is reported, not asserted, and a
+/// missing runsc is a printed skip of that column only.
+#[test]
+fn compat_pass_counts_container_sentry_runsc() {
+    require_root!();
+    let Some(prog) = compile_as("prog", "compat") else {
+        eprintln!("SKIPPED: compat_pass_counts: gcc could not build a static program");
+        return;
+    };
+    let prog_dir = prog.0.parent().expect("a directory").to_path_buf();
+    let prog_mount = format!("{}:/prog:ro", prog_dir.display());
+    let cmd = ["sh", "/w/compat-set.sh"];
+
+    let mut rows = Vec::new();
+    for tier in ["container", "sentry"] {
+        let o = run(
+            tier,
+            &["--network", "loopback", "--mount", &prog_mount],
+            &cmd,
+        );
+        rows.push((tier.to_string(), stdout(&o)));
+    }
+    match run_runsc(&prog_dir, &cmd) {
+        Ok(out) => rows.push(("runsc".to_string(), out)),
+        Err(why) => eprintln!("SKIPPED: the runsc column: {why}"),
+    }
+    let count = |out: &str| out.lines().filter(|l| l.starts_with("pass ")).count();
+    let total = stdout_items(&rows[0].1);
+    println!("compatibility set: {total} items");
+    for (name, out) in &rows {
+        println!("compat_pass_count {name}: {} of {total}", count(out));
+        for l in out.lines().filter(|l| l.starts_with("FAIL")) {
+            println!("    {name}: {l}");
+        }
+    }
+    assert_eq!(total, 11, "the set has 11 items: {}", rows[0].1);
+    let container: Vec<&str> = rows[0]
+        .1
+        .lines()
+        .filter(|l| l.starts_with("pass "))
+        .collect();
+    for item in &container {
+        assert!(
+            rows[1].1.lines().any(|l| l == *item),
+            "{item} in the container tier but not in the sentry tier:\n{}",
+            rows[1].1
+        );
+    }
+    assert_eq!(count(&rows[1].1), total, "{}", rows[1].1);
+}
+
+fn stdout_items(out: &str) -> usize {
+    out.lines()
+        .filter(|l| l.starts_with("pass ") || l.starts_with("FAIL "))
+        .count()
+}
+
+/// Runs `cmd` under `runsc --platform=ptrace --network=none` from a throw-away OCI bundle: the
+/// host's /usr read-only behind the usual top-level links, a few /etc entries, private /tmp,
+/// /w and /prog bound read-only. Returns its stdout.
+fn run_runsc(prog_dir: &Path, cmd: &[&str]) -> Result<String, String> {
+    let runsc = ["/usr/bin/runsc", "/usr/local/bin/runsc"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .ok_or("runsc is not installed")?;
+    let dir = std::env::temp_dir().join(format!("cordon-sentry-runsc-{}", std::process::id()));
+    let result = run_runsc_in(runsc, &dir, prog_dir, cmd);
+    let _ = fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_runsc_in(runsc: &Path, dir: &Path, prog_dir: &Path, cmd: &[&str]) -> Result<String, String> {
+    let err = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let root = dir.join("rootfs");
+    for d in [
+        "usr", "etc", "tmp", "proc", "dev", "sys", "w", "prog", "root",
+    ] {
+        fs::create_dir_all(root.join(d)).map_err(|e| err("creating the bundle", e))?;
+    }
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
+        std::os::unix::fs::symlink(target, root.join(link)).map_err(|e| err("linking", e))?;
+    }
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
+        .and_then(|()| fs::write(root.join("etc/group"), "root:x:0:\n"))
+        .map_err(|e| err("writing /etc", e))?;
+    let bind = |src: &Path, dst: &str| {
+        serde_json::json!({"destination": dst, "type": "bind", "source": src,
+                           "options": ["bind", "ro", "nosuid", "nodev"]})
+    };
+    let mut mounts = vec![
+        serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "noexec", "mode=755"]}),
+        serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "nodev", "mode=1777"]}),
+        bind(Path::new("/usr"), "/usr"),
+        bind(&workloads(), "/w"),
+        bind(prog_dir, "/prog"),
+    ];
+    for name in ["alternatives", "ld.so.cache", "python3", "python3.11"] {
+        let src = Path::new("/etc").join(name);
+        if !src.exists() {
+            continue;
+        }
+        let dst = root.join("etc").join(name);
+        let made = if src.is_dir() {
+            fs::create_dir_all(&dst)
+        } else {
+            fs::write(&dst, b"")
+        };
+        made.map_err(|e| err("making a mount point", e))?;
+        mounts.push(bind(&src, &format!("/etc/{name}")));
+    }
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": cmd,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "HOME=/root", "LANG=C.UTF-8"],
+            "cwd": "/",
+            "capabilities": {"bounding": [], "effective": [], "permitted": [],
+                             "inheritable": [], "ambient": []},
+            "noNewPrivileges": true
+        },
+        "root": {"path": root, "readonly": true},
+        "hostname": "cordon",
+        "mounts": mounts,
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                                 {"type": "uts"}, {"type": "mount"}]}
+    });
+    fs::write(dir.join("config.json"), config.to_string()).map_err(|e| err("config.json", e))?;
+    let state = dir.join("state");
+    // runsc changes the owner of its stdio: hand it files of its own, never a shared one.
+    let stdin = fs::File::create(dir.join("stdin")).map_err(|e| err("stdin", e))?;
+    let stdout = fs::File::create(dir.join("stdout")).map_err(|e| err("stdout", e))?;
+    let stderr = fs::File::create(dir.join("stderr")).map_err(|e| err("stderr", e))?;
+    let id = format!("cordon-compat-{}", std::process::id());
+    let status = Command::new(runsc)
+        .arg("--root")
+        .arg(&state)
+        .args(["--platform=ptrace", "--network=none", "run", "--bundle"])
+        .arg(dir)
+        .arg(&id)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .status()
+        .map_err(|e| err("running runsc", e))?;
+    let _ = Command::new(runsc)
+        .arg("--root")
+        .arg(&state)
+        .args(["delete", "--force", &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let out = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+    if stdout_items(&out) == 0 {
+        let e = fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+        return Err(format!("runsc ran nothing ({status}): {e}"));
+    }
+    Ok(out)
 }

@@ -1,9 +1,17 @@
 """Ordinary work a sandboxed program does; prints one `ok <name>` line per part."""
 import json, os, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, threading, time
 
+failed = []
+
 def part(name):
+    """Runs one part; a failure is reported and counted, and the next part still runs."""
     def wrap(f):
-        f()
+        try:
+            f()
+        except Exception as e:
+            failed.append(name)
+            print("FAIL", name, repr(e), flush=True)
+            return
         print("ok", name, flush=True)
     return wrap
 
@@ -137,4 +145,6 @@ if os.environ.get("NET") == "loopback":
         v.sendto(b"d", u.getsockname())
         assert u.recv(10) == b"d"
 
+if failed:
+    sys.exit(1)
 print("all ok", flush=True)

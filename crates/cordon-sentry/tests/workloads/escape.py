@@ -31,5 +31,6 @@ must_fail("fd reopen with more access", lambda: os.open(f"/proc/self/fd/{fd}", o
 must_fail("fd reopen via /dev/fd", lambda: os.open(f"/dev/fd/{fd}", os.O_WRONLY))
 assert os.read(os.open(f"/proc/self/fd/{fd}", os.O_RDONLY), 1), "same-access reopen works"
 print("ok same-access reopen")
-must_fail("write under /proc", lambda: open("/proc/self/comm", "w"))
+must_fail("write under /proc", lambda: open("/proc/self/coredump_filter", "w"))
+must_fail("another process's oom_score_adj", lambda: open("/proc/1/oom_score_adj", "w"))
 must_fail("mkdir under /sys", lambda: os.mkdir("/sys/x"))
