@@ -78,9 +78,11 @@ fn detach(sock: i32, audit: i32) -> std::io::Result<()> {
             Ok(r)
         }
     };
-    // SAFETY: plain fd syscalls on fds this process owns; the path is NUL-terminated.
+    // SAFETY: plain fd syscalls on fds this process owns; the path and name are
+    // NUL-terminated (the name only shows in ps).
     unsafe {
         check(libc::setsid())?;
+        check(libc::prctl(libc::PR_SET_NAME, c"cordon-sentry".as_ptr()))?;
         // Move both out of the way of the targets first (either may already sit on 3 or 4).
         let sock_hi = check(libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 100))?;
         let audit_hi = check(libc::fcntl(audit, libc::F_DUPFD_CLOEXEC, 100))?;
