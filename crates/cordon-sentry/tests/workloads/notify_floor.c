@@ -1,0 +1,112 @@
+/* The cost floor of the sentry's mechanism on this machine, without cordon: a child traps
+ * openat with SECCOMP_RET_USER_NOTIF and times open+read+close of a 64-byte file; the parent
+ * answers each notification the cheapest possible way. No other filter, no policy, no
+ * argument copy, no path resolution in the sandbox's root.
+ *   send:       answer with a made-up fd number (no fd installed: measures only the round trip)
+ *   addfd-dup:  install a dup of a file opened once (SECCOMP_ADDFD_FLAG_SEND)
+ *   addfd-open: open the file, install it, close it (what any supervisor must do at least)
+ * Build: gcc -O2 -o notify_floor notify_floor.c; run as root: ./notify_floor addfd-open */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP 1
+#endif
+#define FILE_PATH "/tmp/cordon-notify-floor"
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static void send_fd(int sock, int fd) {
+    char ctl[CMSG_SPACE(sizeof fd)] = {0}, byte = 'x';
+    struct iovec io = {&byte, 1};
+    struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof fd);
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    sendmsg(sock, &m, 0);
+}
+
+static int recv_fd(int sock) {
+    char ctl[CMSG_SPACE(sizeof(int))] = {0}, byte;
+    struct iovec io = {&byte, 1};
+    struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+    int fd = -1;
+    if (recvmsg(sock, &m, 0) > 0) memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fd);
+    return fd;
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "addfd-open";
+    int sv[2], src = open(FILE_PATH, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    char data[64];
+    memset(data, 'x', sizeof data);
+    if (src < 0 || write(src, data, sizeof data) != sizeof data) return perror(FILE_PATH), 1;
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    pid_t child = fork();
+    if (child == 0) {
+        struct sock_filter f[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        int l = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+        send_fd(sv[0], l);
+        close(l);
+        char go;
+        read(sv[0], &go, 1);
+        int n = 20000;
+        double t = now();
+        for (int i = 0; i < n; i++) {
+            int fd = openat(AT_FDCWD, FILE_PATH, O_RDONLY | O_CLOEXEC);
+            char buf[4096];
+            read(fd, buf, sizeof buf);
+            close(fd);
+        }
+        printf("%s: %.1f us per open+read+close\n", mode, (now() - t) / n / 1000);
+        fflush(stdout);
+        _exit(0);
+    }
+    int l = recv_fd(sv[1]);
+    ioctl(l, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 0);
+    write(sv[1], "g", 1);
+    for (;;) {
+        struct seccomp_notif n;
+        memset(&n, 0, sizeof n);
+        if (ioctl(l, SECCOMP_IOCTL_NOTIF_RECV, &n)) break;
+        if (strcmp(mode, "send") == 0) {
+            struct seccomp_notif_resp r = {.id = n.id, .val = 1000};
+            ioctl(l, SECCOMP_IOCTL_NOTIF_SEND, &r);
+            continue;
+        }
+        int fd = strcmp(mode, "addfd-dup") == 0 ? dup(src) : open(FILE_PATH, O_RDONLY | O_CLOEXEC);
+        struct seccomp_notif_addfd a = {.id = n.id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = fd,
+                                        .newfd_flags = O_CLOEXEC};
+        ioctl(l, SECCOMP_IOCTL_NOTIF_ADDFD, &a);
+        close(fd);
+    }
+    waitpid(child, NULL, 0);
+    unlink(FILE_PATH);
+    return 0;
+}
