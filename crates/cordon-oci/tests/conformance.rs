@@ -451,10 +451,10 @@ fn lifecycle_of_the_sentry_and_microvm_tiers() {
         ],
     );
     let mut tiers = vec!["sentry"];
-    if !Path::new("/var/cache/cordon/microvm/kernel").exists() {
-        eprintln!("SKIPPED (microvm half): no guest kernel (run `cordon microvm setup`)");
-    } else {
-        tiers.push("microvm");
+    // The guest kernel and images: `cordon microvm setup` (idempotent, fetched on first use).
+    match cordon_microvm::MicrovmTier::default().setup() {
+        Ok(()) => tiers.push("microvm"),
+        Err(e) => eprintln!("SKIPPED (microvm half): cordon microvm setup failed: {e}"),
     }
     for tier in tiers {
         let rt = Runtime {

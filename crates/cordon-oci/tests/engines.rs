@@ -672,24 +672,16 @@ fn sentry_under_docker(docker: &dyn Fn(&[&str]) -> Output) {
     assert!(docker(&["rm", &cid]).status.success());
 }
 
-/// Why the microvm tier cannot run here, if it cannot (its assets come from
-/// `cordon microvm setup`, which scripts/setup.sh runs).
+/// Why the microvm tier cannot run here, if it cannot. Its guest kernel and images come from
+/// `cordon microvm setup` (idempotent; fetched here on first use, as the cordon CLI's tests do).
 fn microvm_missing() -> Option<String> {
-    let cache = Path::new(cordon_microvm_cache());
-    if !cache.join("kernel").exists() {
-        return Some(format!(
-            "no guest kernel under {} (run `cordon microvm setup`)",
-            cache.display()
-        ));
-    }
     if !sh("command -v qemu-system-x86_64").status.success() {
-        return Some("qemu-system-x86_64 is not installed".into());
+        return Some("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)".into());
     }
-    None
-}
-
-fn cordon_microvm_cache() -> &'static str {
-    "/var/cache/cordon/microvm"
+    cordon_microvm::MicrovmTier::default()
+        .setup()
+        .err()
+        .map(|e| format!("cordon microvm setup failed: {e}"))
 }
 
 /// The microvm tier as a Docker runtime and through ctr's annotation.
