@@ -124,10 +124,10 @@ pub fn landlock_rules(spec: &oci_spec::runtime::Spec) -> Option<LandlockRules> {
         })
         .map(|m| m.destination().clone())
         .collect();
-    if !spec
+    if spec
         .root()
         .as_ref()
-        .is_some_and(|r| r.readonly() == Some(true))
+        .is_none_or(|r| r.readonly() != Some(true))
     {
         writable.push(PathBuf::from("/"));
     }
