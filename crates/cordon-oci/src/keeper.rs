@@ -285,10 +285,12 @@ fn keeper_main(spec: &SandboxSpec, fifo: &CString, go: OwnedFd, status: OwnedFd)
         }
         saved
     };
-    let mut tier = cordon_microvm::MicrovmTier::default();
     // The VMM must be the keeper's child, in the container's cgroup and dying with the keeper:
     // never a VM lent by a warm pool.
-    tier.pool_socket = None;
+    let mut tier = cordon_microvm::MicrovmTier {
+        pool_socket: None,
+        ..Default::default()
+    };
     // An engine gives every container a root of its own (Docker's init layer has fresh
     // mtimes), so an image made for this container would be used by it alone: boot it without
     // a snapshot (a snapshot is ~100 MiB in /dev/shm per image) and remove it at the end.
