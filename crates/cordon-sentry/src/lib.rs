@@ -10,11 +10,15 @@
 //! `SECCOMP_IOCTL_NOTIF_ADDFD`. Refusals go to a rate-limited JSON audit log.
 //!
 //! Launch sequence:
-//! 1. build the container tier's [`ContainerConfig`] for the spec and add the notify filter;
+//! 1. build the container tier's [`ContainerConfig`] for the spec and add the notify filter
+//!    and the workload's Landlock rules ([`workload_landlock`]);
 //! 2. create and start the container (its init reports ready once the root is pivoted);
-//! 3. open the sandbox's root through `/proc/INIT/root`;
-//! 4. confine the supervisor (network namespace, capabilities, seccomp);
-//! 5. wait for the workload, handling each notification as it arrives; teardown as usual.
+//! 3. open the sandbox's root through `/proc/INIT/root` (classifying its mounts) and its
+//!    network namespace;
+//! 4. start the supervisor thread; each thread confines itself (network namespace,
+//!    capabilities, seccomp) before any notification is read;
+//! 5. the supervisor thread serves the listener, blocked in `SECCOMP_IOCTL_NOTIF_RECV`
+//!    between calls, while the calling thread waits for the workload; teardown as usual.
 
 pub mod audit;
 pub mod confine;
