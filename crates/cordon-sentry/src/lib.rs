@@ -10,7 +10,7 @@
 //! `SECCOMP_IOCTL_NOTIF_ADDFD`. Refusals go to a rate-limited JSON audit log.
 //!
 //! Launch sequence:
-//! 1. build the container tier's [`ContainerConfig`] for the spec and add the notify filter
+//! 1. build the container tier's `ContainerConfig` for the spec and add the notify filter
 //!    and the workload's Landlock rules ([`workload_landlock`]);
 //! 2. create and start the container (its init reports ready once the root is pivoted);
 //! 3. open the sandbox's root through `/proc/INIT/root` (classifying its mounts) and its

@@ -351,7 +351,7 @@ impl Supervisor {
 
     /// Serves `listener` on the calling thread, which waits in `SECCOMP_IOCTL_NOTIF_RECV`
     /// between calls (no poll: one wakeup per call), until `stop` is set and the thread is
-    /// interrupted with [`sys::WAKE_SIGNAL`] (see [`sys::catch_wake_signal`]).
+    /// interrupted with `SIGUSR1` (whose handler must do nothing and not restart calls).
     pub fn serve(&mut self, listener: BorrowedFd<'_>, stop: &AtomicBool) {
         while !stop.load(Ordering::Acquire) {
             match sys::notif_recv(listener) {
