@@ -482,9 +482,24 @@ fn lifecycle_of_the_sentry_and_microvm_tiers() {
             serde_json::from_slice(&rt.ok(&["ps", "--format", "json", id]).stdout).unwrap();
         assert!(ps.contains(&pid), "{tier}: ps {ps:?} lacks the init {pid}");
         let helpers: Vec<i64> = match tier {
-            // The VMM sits in the container's cgroup beside the keeper.
+            // The VMM sits in the container's cgroup beside the keeper, which runs confined
+            // (no capabilities, its seccomp allowlist) once the VM is started.
             "microvm" => {
                 assert!(ps.len() >= 2, "{tier}: ps {ps:?} lacks the VMM");
+                let wants = ["CapEff:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2"];
+                let deadline = Instant::now() + Duration::from_secs(2);
+                loop {
+                    // It confines itself right after `start` released it.
+                    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+                    if wants.iter().all(|w| status.contains(w)) {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{tier}: keeper not confined ({wants:?}): {status}"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 ps.clone()
             }
             // The supervisor is outside the cgroup; find it by its command line (create's).
