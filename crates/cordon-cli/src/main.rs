@@ -67,7 +67,7 @@ enum Command {
 enum MicrovmCommand {
     /// Fetch the guest kernel (Debian's cloud kernel) and build the root image and initramfs
     Setup,
-    /// Remove snapshots, stale initramfs images and work files of killed cordons
+    /// Remove snapshots, stale initramfs images, root and mount images no process has open, and work files of killed cordons
     Gc,
     /// Keep N VMs restored and warmed for `cordon run --tier microvm` (until SIGINT/SIGTERM)
     Pool(PoolArgs),
