@@ -22,6 +22,7 @@ use cordon_sandbox::{
     SandboxSpec, Tier, TierKind,
 };
 
+use crate::image_layers;
 use crate::OciError;
 
 const MIB: u64 = 1 << 20;
@@ -42,6 +43,10 @@ const FORWARDED: &[i32] = &[
     libc::SIGALRM,
     libc::SIGCONT,
 ];
+
+/// Where the keeper mounts the image layers it reads (a directory per keeper, in its own
+/// mount namespace, removed once the VM's image is made).
+const RUN_DIR: &str = "/run/cordon";
 
 /// Files Docker bind-mounts into every container; the guest makes its own.
 const ENGINE_FILES: &[&str] = &["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
@@ -381,21 +386,45 @@ fn keeper_main(spec: &SandboxSpec, fifo: &CString, go: OwnedFd, status: OwnedFd)
         pool_socket: None,
         ..Default::default()
     };
-    // An engine gives every container a root of its own (Docker's init layer has fresh
-    // mtimes), so an image made for this container would be used by it alone: boot it without
-    // a snapshot (a snapshot is ~100 MiB in /dev/shm per image) and remove it at the end.
-    let own_image = match &spec.rootfs {
-        RootfsSource::Dir(dir) => tier
+    // An engine's container root is an overlay of the image's layers: while the container
+    // has written nothing, the VM's image is made from those layers alone, so every container
+    // of one engine image shares one cached image and snapshot (see image_layers).
+    let mut spec = spec.clone();
+    let layers = match &spec.rootfs {
+        RootfsSource::Dir(dir) => image_layers::image_layers(dir),
+        RootfsSource::HostSystem => None,
+    };
+    // One layer is the image itself; several are stacked (an overlay needs two at least).
+    let (view, mounted) = match layers.as_deref() {
+        // (Docker names layers by symlinks: the tier wants the directory itself.)
+        Some([one]) => (std::fs::canonicalize(one).ok(), None),
+        Some(many) => match image_layers::mount_private(many, Path::new(RUN_DIR)) {
+            Ok(dir) => (Some(dir.clone()), Some(dir)),
+            Err(_) => (None, None),
+        },
+        None => (None, None),
+    };
+    if let Some(v) = &view {
+        spec.rootfs = RootfsSource::Dir(v.clone());
+    }
+    // Otherwise a root whose image does not exist yet is this container's alone (Docker's
+    // init layer has fresh mtimes): boot it without a snapshot (a snapshot is ~100 MiB in
+    // /dev/shm per image) and remove the image once the VM has it open.
+    let own_image = match (&spec.rootfs, &view) {
+        (RootfsSource::Dir(dir), None) => tier
             .cache
             .dir_rootfs_path(dir)
             .ok()
             .filter(|image| !image.exists()),
-        RootfsSource::HostSystem => None,
+        _ => None,
     };
     if own_image.is_some() {
         tier.snapshots = false;
     }
-    let created = tier.create(spec);
+    let created = tier.create(&spec);
+    if let Some(dir) = &mounted {
+        image_layers::unmount(dir);
+    }
     // SAFETY: restoring stderr from our own duplicate.
     unsafe {
         if saved_err >= 0 {

@@ -7,6 +7,7 @@
 
 mod bundle;
 mod hooks;
+mod image_layers;
 mod keeper;
 mod seccomp;
 mod state;

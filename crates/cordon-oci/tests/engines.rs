@@ -722,26 +722,26 @@ fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
     assert_eq!(lines[4], "lo", "microvm: network devices: {stdout}");
     // A detached VM: --memory sizes the guest and the cgroup (plus the VMM's headroom), `docker
     // top` lists the keeper and the VMM, exec is refused, kill -s and stop reach the guest.
-    let cid = text(
-        &docker(&[
-            "run",
-            "-d",
-            "--runtime",
-            "cordon-microvm",
-            "--network",
-            "none",
-            "--memory",
-            "256m",
-            "cordon-busybox",
-            "sh",
-            "-c",
-            "grep MemTotal /proc/meminfo; trap 'exit 42' USR1; while :; do sleep 0.1; done",
-        ])
-        .stdout,
-    )
-    .trim()
-    .to_string();
-    assert!(!cid.is_empty());
+    let out = docker(&[
+        "run",
+        "-d",
+        "--runtime",
+        "cordon-microvm",
+        "--network",
+        "none",
+        "--memory",
+        "256m",
+        "cordon-busybox",
+        "sh",
+        "-c",
+        "grep MemTotal /proc/meminfo; trap 'exit 42' USR1; while :; do sleep 0.1; done",
+    ]);
+    assert!(
+        out.status.success(),
+        "microvm run -d: {}",
+        text(&out.stderr)
+    );
+    let cid = text(&out.stdout).trim().to_string();
     let limit = Path::new("/sys/fs/cgroup/memory")
         .join(format!("{NS}-docker"))
         .join(&cid)
@@ -750,8 +750,18 @@ fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
         assert_eq!(
             fs::read_to_string(&limit).unwrap_or_default().trim(),
             (512u64 << 20).to_string(),
-            "{}",
-            limit.display()
+            "{}: {} {}",
+            limit.display(),
+            text(
+                &docker(&[
+                    "inspect",
+                    "-f",
+                    "{{.State.Status}} {{.State.ExitCode}}",
+                    &cid
+                ])
+                .stdout
+            ),
+            text(&docker(&["logs", &cid]).stderr)
         );
     }
     let top = text(&docker(&["top", &cid]).stdout);
