@@ -68,6 +68,9 @@ pub struct RunRequest {
     pub seed: Vec<u8>,
     /// Read-only disks to mount before the command runs.
     pub mounts: Vec<GuestMount>,
+    /// A classic BPF seccomp program for the command (8 bytes per instruction: code u16, jt,
+    /// jf, k u32, native endian), installed after no_new_privs, right before exec; empty: none.
+    pub seccomp: Vec<u8>,
 }
 
 /// A read-only disk (an ext4 image of a host directory) to mount in the guest.
@@ -264,6 +267,7 @@ impl HostMsg {
                 for m in &r.mounts {
                     e.str(&m.serial).str(&m.target);
                 }
+                e.bytes(&r.seccomp);
                 e.finish()
             }
             HostMsg::Stdin(data) => {
@@ -314,6 +318,7 @@ impl HostMsg {
                             target: c[1].clone(),
                         })
                         .collect(),
+                    seccomp: d.bytes()?,
                 };
                 if kind == kind::RUN {
                     HostMsg::Run(req)
@@ -499,6 +504,7 @@ mod tests {
                 serial: "cordon-m0".into(),
                 target: "/data".into(),
             }],
+            seccomp: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
         }));
         roundtrip_host(HostMsg::Stdin(b"abc\0".to_vec()));
         roundtrip_host(HostMsg::StdinEof);

@@ -577,3 +577,26 @@ fn read_only_mounts_and_rw_refused() {
     assert!(err.contains("read-only only"), "stderr: {err}");
     assert_eq!(err.trim().lines().count(), 1, "stderr: {err}");
 }
+
+#[test]
+fn workload_runs_under_seccomp_and_no_new_privs() {
+    let Some(_g) = guard("workload_runs_under_seccomp_and_no_new_privs") else {
+        return;
+    };
+    // Even with CAP_SYS_ADMIN in the guest, the filter refuses namespace creation.
+    let out = run(
+        &[
+            "--cap-add",
+            "sys_admin",
+            "--",
+            "sh",
+            "-c",
+            "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; unshare -m true 2>/dev/null && echo unshared || echo refused",
+        ],
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Seccomp:\t2"), "stdout: {stdout}");
+    assert!(stdout.contains("NoNewPrivs:\t1"), "stdout: {stdout}");
+    assert!(stdout.contains("refused"), "stdout: {stdout}");
+}

@@ -174,6 +174,7 @@ pub(crate) fn run_request(spec: &SandboxSpec) -> RunRequest {
         realtime_secs: now.as_secs(),
         realtime_nanos: now.subsec_nanos(),
         seed: random_seed(),
+        seccomp: workload_filter(),
         mounts: spec
             .mounts
             .iter()
@@ -184,6 +185,21 @@ pub(crate) fn run_request(spec: &SandboxSpec) -> RunRequest {
             })
             .collect(),
     }
+}
+
+/// The container tier's workload seccomp policy, compiled, as the agent installs it before
+/// the command's exec: the same allowlist in every tier, here narrowing what the workload can
+/// ask of the guest kernel.
+fn workload_filter() -> Vec<u8> {
+    let prog = cordon_container::seccomp_policy::workload_policy().compile();
+    let mut bytes = Vec::with_capacity(prog.len() * 8);
+    for ins in prog {
+        bytes.extend_from_slice(&ins.code.to_ne_bytes());
+        bytes.push(ins.jt);
+        bytes.push(ins.jf);
+        bytes.extend_from_slice(&ins.k.to_ne_bytes());
+    }
+    bytes
 }
 
 /// Why `spec`'s mounts cannot be given to a guest, if they cannot: read-only directories, at

@@ -216,6 +216,8 @@ fn start(req: &RunRequest) -> Result<Started, ExitReport> {
     plan.gid = req.gid;
     plan.capabilities = req.capabilities;
     plan.candidates = candidates;
+    plan.seccomp = sys::decode_filter(&req.seccomp)
+        .ok_or_else(|| ExitReport::SetupFailed("a malformed seccomp filter".into()))?;
     plan.seal();
     let sigchld = sys::sigchld_fd().map_err(|e| setup_failed("watching SIGCHLD", e))?;
 
@@ -246,6 +248,7 @@ fn start(req: &RunRequest) -> Result<Started, ExitReport> {
             sys::stage::EXEC => ExitReport::NotExecutable(format!("{arg0}: {err}")),
             sys::stage::WORKDIR => setup_failed(&format!("working directory {}", req.workdir), err),
             sys::stage::CREDENTIALS => setup_failed("setting uid, gid and capabilities", err),
+            sys::stage::SECCOMP => setup_failed("installing the seccomp filter", err),
             _ => setup_failed("preparing the command", err),
         });
     }

@@ -257,6 +257,8 @@ pub struct ChildPlan {
     pub candidates: Vec<CString>,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
+    /// The command's seccomp filter (empty: none).
+    pub seccomp: Vec<libc::sock_filter>,
     /// NULL-terminated pointer tables into `argv` and `env` (a CString's bytes do not move
     /// when the vector holding it does).
     argv_ptrs: Vec<*const libc::c_char>,
@@ -285,6 +287,7 @@ impl ChildPlan {
             candidates: Vec::new(),
             argv,
             env,
+            seccomp: Vec::new(),
             argv_ptrs: Vec::new(),
             env_ptrs: Vec::new(),
         }
@@ -297,6 +300,26 @@ pub mod stage {
     pub const WORKDIR: u8 = 2;
     pub const CREDENTIALS: u8 = 3;
     pub const EXEC: u8 = 4;
+    pub const SECCOMP: u8 = 5;
+}
+
+/// Decodes a seccomp program sent by the host (see `RunRequest::seccomp`); `None` if it is
+/// malformed or longer than the kernel accepts (BPF_MAXINSNS).
+pub fn decode_filter(bytes: &[u8]) -> Option<Vec<libc::sock_filter>> {
+    if !bytes.len().is_multiple_of(8) || bytes.len() / 8 > 4096 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(8)
+            .map(|c| libc::sock_filter {
+                code: u16::from_ne_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect(),
+    )
 }
 
 const LAST_CAP: u32 = 63;
@@ -396,6 +419,20 @@ pub fn child_exec(plan: &ChildPlan) -> ! {
             || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
         {
             fail(stage::CREDENTIALS, errno());
+        }
+        if !plan.seccomp.is_empty() {
+            let prog = libc::sock_fprog {
+                len: libc::c_ushort::try_from(plan.seccomp.len()).unwrap_or(0),
+                filter: plan.seccomp.as_ptr().cast_mut(),
+            };
+            if libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                std::ptr::addr_of!(prog),
+            ) < 0
+            {
+                fail(stage::SECCOMP, errno());
+            }
         }
         let mut last = libc::ENOENT;
         for path in &plan.candidates {
