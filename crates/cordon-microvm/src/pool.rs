@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ use thiserror::Error;
 use crate::session::Session;
 use crate::snapshot::Snapshot;
 use crate::sys;
-use crate::vmm::{NoControl, Vm, VmConfig, VmProcess, Vmm};
+use crate::vmm::{GuestMemory, NoControl, Vm, VmConfig, VmProcess, Vmm};
 use crate::{MicrovmError, MicrovmTier};
 
 /// Where `cordon microvm pool` listens unless told otherwise.
@@ -142,26 +142,36 @@ struct Lent {
 
 /// Restores and warms VMs one after the other, on one thread that lives as long as the pool
 /// (a VMM's PDEATHSIG fires when the thread that started it ends).
-fn fill(
-    tier: &MicrovmTier,
-    spec: &SandboxSpec,
-    vmm: &dyn Vmm,
-    config: &VmConfig,
-    idle: &Mutex<VecDeque<Vm>>,
-    wanted: &mpsc::Receiver<()>,
+/// What the fill thread makes VMs from.
+struct Filler {
+    sealed: Arc<SealedSnapshot>,
+    warm_spec: SandboxSpec,
+    vmm: Box<dyn Vmm>,
+    config: VmConfig,
+    /// Idle VMs to keep.
     size: usize,
-) {
+    debug: bool,
+}
+
+fn fill(f: &Filler, idle: &Mutex<VecDeque<Vm>>, wanted: &mpsc::Receiver<()>) {
+    let Filler {
+        sealed,
+        warm_spec,
+        vmm,
+        config,
+        size,
+        debug,
+    } = f;
+    let (vmm, size, debug) = (vmm.as_ref(), *size, *debug);
     let limit = MicrovmTier::boot_limit(config.accel);
-    let mut warm_spec = spec.clone();
-    warm_spec.argv = WARM_UP.iter().map(|s| s.to_string()).collect();
     let mut announced = false;
     while wanted.recv().is_ok() {
         let mut failures = 0u32;
         loop {
-            match warm_vm(tier, &warm_spec, vmm, config, limit) {
+            match warm_vm(sealed, warm_spec, vmm, config, limit) {
                 Ok(vm) => {
                     if let Ok(mut q) = idle.lock() {
-                        if tier.debug {
+                        if debug {
                             eprintln!(
                                 "cordon microvm pool: VM {} warm ({} idle)",
                                 vm.pid().unwrap_or(0),
@@ -187,19 +197,46 @@ fn fill(
     }
 }
 
+/// The pool's own copy of its snapshot, taken once at start: RAM and device state in memfds
+/// sealed against writes. Every pooled VMM maps the RAM copy-on-write from an inherited fd, so
+/// even a compromised VMM cannot alter what the next VMs start from, and the pool is immune
+/// to the snapshot being evicted or rebuilt under it.
+#[derive(Debug)]
+pub struct SealedSnapshot {
+    ram: OwnedFd,
+    state: OwnedFd,
+}
+
+impl SealedSnapshot {
+    fn copy(snap: &Snapshot) -> Result<Self, PoolError> {
+        let ram = sys::sealed_copy(&snap.ram()).map_err(socket_err("copying", &snap.ram()))?;
+        let state =
+            sys::sealed_copy(&snap.state()).map_err(socket_err("copying", &snap.state()))?;
+        Ok(SealedSnapshot { ram, state })
+    }
+
+    /// Guest memory restored from the sealed copies (the state reopened through /proc, so
+    /// each VMM reads it from the start).
+    fn memory(&self) -> GuestMemory {
+        GuestMemory::RestoreFrom {
+            ram: PathBuf::from(format!("/proc/self/fd/{}", self.ram.as_raw_fd())),
+            state: PathBuf::from(format!("/proc/self/fd/{}", self.state.as_raw_fd())),
+            sealed_ram: Some(self.ram.as_raw_fd()),
+        }
+    }
+}
+
 fn warm_vm(
-    tier: &MicrovmTier,
+    sealed: &SealedSnapshot,
     warm_spec: &SandboxSpec,
     vmm: &dyn Vmm,
     config: &VmConfig,
     limit: Duration,
 ) -> Result<Vm, MicrovmError> {
-    let snap = tier.ensure_snapshot(vmm, config, None)?;
     let mut cfg = config.clone();
-    cfg.memory = snap.memory();
+    cfg.memory = sealed.memory();
     cfg.nice = FILL_NICE;
     let vm = vmm.launch(&cfg)?;
-    snap.mark_used();
     let mut session = Session::new(vm);
     session.send(&HostMsg::Warm(crate::run_request(warm_spec)))?;
     session.wait_ready(limit)?;
@@ -260,8 +297,10 @@ pub fn serve(tier: &MicrovmTier, spec: &SandboxSpec, opts: &PoolOptions) -> Resu
     }
     let micro = |e: MicrovmError| PoolError::Microvm(Box::new(e));
     let (vmm, config) = tier.vmm_and_config(spec).map_err(micro)?;
-    // The snapshot is made (or found) before the socket exists, so clients never wait on it.
-    tier.ensure_snapshot(&vmm, &config, None).map_err(micro)?;
+    // The snapshot is made (or found) before the socket exists, so clients never wait on it,
+    // and copied into sealed memory the pool keeps.
+    let snap = tier.ensure_snapshot(&vmm, &config, None).map_err(micro)?;
+    let sealed = Arc::new(SealedSnapshot::copy(&snap)?);
     let key = shape_key(&vmm, &config);
     let stop_signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
     let set = sys::sigset(&stop_signals);
@@ -283,11 +322,20 @@ pub fn serve(tier: &MicrovmTier, spec: &SandboxSpec, opts: &PoolOptions) -> Resu
         let _ = want.send(());
     }
     {
-        let (tier, spec, idle) = (tier.clone(), spec.clone(), Arc::clone(&idle));
-        let (vmm, config, size) = (vmm.clone(), config.clone(), opts.size);
+        let mut warm_spec = spec.clone();
+        warm_spec.argv = WARM_UP.iter().map(|s| s.to_string()).collect();
+        let filler = Filler {
+            sealed: Arc::clone(&sealed),
+            warm_spec,
+            vmm: Box::new(vmm.clone()),
+            config: config.clone(),
+            size: opts.size,
+            debug: tier.debug,
+        };
+        let idle = Arc::clone(&idle);
         std::thread::Builder::new()
             .name("pool-fill".into())
-            .spawn(move || fill(&tier, &spec, &vmm, &config, &idle, &wanted, size))
+            .spawn(move || fill(&filler, &idle, &wanted))
             .map_err(socket_err("starting the fill thread of", &opts.socket))?;
     }
 

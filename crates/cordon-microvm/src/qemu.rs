@@ -80,7 +80,14 @@ impl Qemu {
                     "memory-backend=mem",
                 ]);
             }
-            GuestMemory::RestoreFrom { ram, .. } => {
+            GuestMemory::RestoreFrom {
+                ram, sealed_ram, ..
+            } => {
+                // A sealed copy arrives as fd 7 (after the state at fd 6).
+                let ram = match sealed_ram {
+                    Some(_) => Path::new("/proc/self/fd/7"),
+                    None => ram.as_path(),
+                };
                 push(&[
                     "-object",
                     &backend(ram, "off"),
@@ -184,6 +191,13 @@ impl Vmm for Qemu {
             console_q.as_raw_fd(),
         ];
         child_fds.extend(state.as_ref().map(|f| f.as_raw_fd()));
+        if let GuestMemory::RestoreFrom {
+            sealed_ram: Some(fd),
+            ..
+        } = &config.memory
+        {
+            child_fds.push(*fd);
+        }
         let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.args(config))

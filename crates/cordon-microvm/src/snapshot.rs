@@ -73,6 +73,7 @@ impl Snapshot {
         GuestMemory::RestoreFrom {
             ram: self.ram(),
             state: self.state(),
+            sealed_ram: None,
         }
     }
 

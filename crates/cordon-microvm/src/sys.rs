@@ -317,6 +317,64 @@ pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     check(unsafe { libc::fcntl(fd, libc::F_SETFL, new) }).map(drop)
 }
 
+/// A copy of the file at `path` in a memfd sealed against every change (write, grow, shrink,
+/// and further seal changes): whoever gets the fd, even opened read-write, can map it only
+/// privately (copy-on-write) and never alter it. Holes in the file stay holes.
+pub fn sealed_copy(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::FileExt;
+    let src = std::fs::File::open(path)?;
+    let len = src.metadata()?.len();
+    // SAFETY: the name is a NUL-terminated literal; flags are plain integers.
+    let fd = check(unsafe {
+        libc::memfd_create(
+            c"cordon-snapshot".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    })?;
+    // SAFETY: memfd_create returned a new fd nobody else owns.
+    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let dst = std::fs::File::from(memfd);
+    dst.set_len(len)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos: u64 = 0;
+    while pos < len {
+        let off =
+            libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: lseek on an fd we hold; no pointers.
+        let data = unsafe { libc::lseek(src.as_raw_fd(), off, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole is left
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(src.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (mut at, end) = (
+            u64::try_from(data).unwrap_or(len),
+            u64::try_from(hole).unwrap_or(len),
+        );
+        while at < end {
+            let want = usize::try_from((end - at).min(buf.len() as u64)).unwrap_or(buf.len());
+            let n = src.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+        pos = end;
+    }
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on an fd we hold; no pointers.
+    check(unsafe { libc::fcntl(dst.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(OwnedFd::from(dst))
+}
+
 /// Every file some process has open (the targets of `/proc/*/fd/*`), as far as this process
 /// may look.
 pub fn open_files() -> std::collections::HashSet<std::path::PathBuf> {
@@ -384,4 +442,72 @@ pub unsafe fn place_fds(fds: &[RawFd]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn sealed_copy_keeps_holes_and_refuses_every_write() {
+        let path = std::env::temp_dir().join(format!("cordon-sealed-{}", std::process::id()));
+        {
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_len(8 << 20).unwrap();
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(b"pristine", 4 << 20).unwrap();
+        }
+        let sealed = sealed_copy(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        // Reopened read-write through /proc, as a VMM does with its mem-path.
+        let proc_path = format!("/proc/self/fd/{}", sealed.as_raw_fd());
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&proc_path)
+            .unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 8 << 20);
+        // Only the written page was copied (512-byte blocks).
+        use std::os::unix::fs::MetadataExt;
+        assert!(f.metadata().unwrap().blocks() <= 16, "holes were filled");
+        let err = f.write_all(b"tampered").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        assert!(f.set_len(1).is_err());
+        let len = 8 << 20;
+        // SAFETY: a fresh mapping of an fd we hold, unmapped below; no Rust object aliases it.
+        unsafe {
+            let shared = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_eq!(
+                shared,
+                libc::MAP_FAILED,
+                "a shared writable mapping was allowed"
+            );
+            let private = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(private, libc::MAP_FAILED);
+            let p = private.cast::<u8>().add(4 << 20);
+            assert_eq!(std::slice::from_raw_parts(p, 8), b"pristine");
+            std::ptr::copy_nonoverlapping(b"guest!!!".as_ptr(), p, 8);
+            libc::munmap(private, len);
+        }
+        let mut back = vec![0u8; 8];
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(4 << 20)).unwrap();
+        f.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"pristine");
+    }
 }

@@ -40,8 +40,14 @@ pub enum GuestMemory {
     /// memory half of a snapshot.
     SaveTo(PathBuf),
     /// Start from a snapshot: RAM mapped copy-on-write (`share=off`) from the file the
-    /// snapshot was saved to, device state loaded from `state`.
-    RestoreFrom { ram: PathBuf, state: PathBuf },
+    /// snapshot was saved to, device state loaded from `state`. With `sealed_ram`, the RAM is
+    /// that fd instead (a sealed memfd the VMM inherits and cannot write: see
+    /// [`crate::pool`]).
+    RestoreFrom {
+        ram: PathBuf,
+        state: PathBuf,
+        sealed_ram: Option<std::os::fd::RawFd>,
+    },
 }
 
 /// One guest's hardware and boot inputs.
