@@ -90,6 +90,9 @@ struct PoolArgs {
     /// The VMs' shape: root filesystem, as `cordon run --rootfs`
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
+    /// Also warm each VM up with `python3 -c pass` (python starts then skip ~1 s of TCG translation; each refill takes that much longer)
+    #[arg(long)]
+    warm_python: bool,
     /// Print the guest console when a VM fails
     #[arg(long)]
     debug: bool,
@@ -119,6 +122,7 @@ fn serve_pool(args: PoolArgs) -> Result<(), SandboxError> {
     let opts = cordon_microvm::pool::PoolOptions {
         socket: args.socket,
         size: usize::try_from(args.size).unwrap_or(2),
+        warm_python: args.warm_python,
     };
     tier.serve_pool(&spec, &opts)
 }
