@@ -58,7 +58,7 @@ enum Command {
     Probe(Box<cordon_probe::harness::ProbeArgs>),
     /// Measure cordon's tiers and peer runtimes side by side and write a report
     Bench(Box<cordon_bench::BenchArgs>),
-    /// The microVM tier's assets: `setup` fetches the guest kernel and builds the images
+    /// The microVM tier: `setup` fetches the guest kernel and builds the images, `gc` cleans up, `pool` keeps warm VMs
     #[command(subcommand)]
     Microvm(MicrovmCommand),
 }
@@ -90,7 +90,7 @@ struct PoolArgs {
     /// The VMs' shape: root filesystem, as `cordon run --rootfs`
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
-    /// Also warm each VM up with `python3 -c pass` (python starts then skip ~1 s of TCG translation; each refill takes that much longer)
+    /// Also warm each VM up with `python3 -c pass` (python starts then skip ~0.5 s of TCG translation; each refill takes that much longer)
     #[arg(long)]
     warm_python: bool,
     /// Print the guest console when a VM fails
