@@ -43,8 +43,8 @@ use crate::{MicrovmError, MicrovmTier};
 pub const DEFAULT_SOCKET: &str = "/run/cordon/microvm-pool.sock";
 /// The warm-up command every pooled guest runs once (cordon's, never a tenant's).
 pub const WARM_UP: &[&str] = &["/bin/true"];
-/// The extra warm-up of `cordon microvm pool --warm-python` (the interpreter's start is
-/// ~1 s of translation under TCG); a root image without it just reports it missing.
+/// The extra warm-up of `cordon microvm pool --warm-python` (it takes ~0.5 s off the
+/// interpreter's next start under TCG); a root image without python3 reports it missing.
 pub const WARM_UP_PYTHON: &[&str] = &["/usr/bin/python3", "-c", "pass"];
 /// Nice value of the VMMs the pool is filling (raised to 0 when one is lent).
 const FILL_NICE: i32 = 10;
