@@ -367,6 +367,13 @@ fn create_in(
         }
         return Ok(record);
     }
+    if cfg.process.terminal {
+        // With a terminal the engine gives `create` a pipe for its output and reads it to the
+        // end (containerd's runc shim does) before it calls `start`; the container's init,
+        // which inherits this process's stdio and waits for `start`, must not hold it open.
+        // Errors still reach the --log file.
+        stdio_to_null()?;
+    }
     let created = ctx
         .tier
         .create_detached(&cfg, &a.id, &mut run_hooks)
@@ -400,6 +407,25 @@ fn create_in(
         return Err(e);
     }
     Ok(record)
+}
+
+/// Puts /dev/null on this process's fds 0, 1 and 2.
+fn stdio_to_null() -> Result<(), OciError> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| OciError::Runtime(format!("opening /dev/null: {e}")))?;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto this process's standard fds; `null` stays open for the call.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(OciError::Runtime(format!(
+                "redirecting fd {fd} to /dev/null: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

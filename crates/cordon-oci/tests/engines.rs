@@ -169,6 +169,7 @@ fn missing_tools() -> Option<String> {
         "ctr",
         "dockerd",
         "/usr/bin/docker",
+        "script",
         "/bin/busybox",
         "sha256sum",
         "tar",
@@ -516,6 +517,26 @@ fn containerd_and_docker_run_containers_through_cordon() {
     assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
     assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
     assert!(docker(&["rm", &cid]).status.success());
+    // docker run -t: the terminal comes through the console socket (the engine waits for the
+    // end of create's output before it starts the container). `script` gives docker a tty.
+    for runtime in ["cordon", "cordon-sentry"] {
+        let cmd = format!(
+            "/usr/bin/docker -H unix://{} run --rm -t --network none --runtime {runtime} cordon-busybox sh -c 'tty; echo $((6*7))'",
+            sock.display()
+        );
+        let out = Command::new("timeout")
+            .args(["60", "script", "-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running script");
+        let got = text(&out.stdout).replace('\r', "");
+        assert_eq!(
+            got.lines().collect::<Vec<_>>(),
+            ["/dev/pts/0", "42"],
+            "{runtime} -t: {}",
+            text(&out.stderr)
+        );
+    }
     sentry_under_docker(&docker);
     match microvm_missing() {
         Some(why) => eprintln!("SKIPPED (microvm half): {why}"),
