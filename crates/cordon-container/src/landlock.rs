@@ -48,8 +48,14 @@ pub enum LandlockError {
 }
 
 const EXECUTE: u64 = 1 << 0;
+const WRITE_FILE: u64 = 1 << 1;
 const READ_FILE: u64 = 1 << 2;
 const READ_DIR: u64 = 1 << 3;
+const TRUNCATE: u64 = 1 << 14;
+const IOCTL_DEV: u64 = 1 << 15;
+/// The rights that apply to a file itself; a rule on a file (a bind-mounted file, say) may
+/// carry no others, or the kernel refuses it with EINVAL.
+const FILE_RIGHTS: u64 = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV;
 
 /// Every file-system access right of Landlock ABI `abi` (1: 13 rights, 2: + REFER,
 /// 3: + TRUNCATE, 5: + IOCTL_DEV).
@@ -120,7 +126,21 @@ pub fn restrict_self(rules: &LandlockRules) -> Result<i64, LandlockError> {
                 })
             }
         };
-        sys::landlock_add_path_rule(ruleset.as_fd(), dir.as_fd(), *access).map_err(|source| {
+        let is_dir = sys::fstat(dir.as_fd())
+            .map_err(|source| LandlockError::Path {
+                op: "inspecting",
+                path: shown(),
+                source,
+            })?
+            .st_mode
+            & libc::S_IFMT
+            == libc::S_IFDIR;
+        let access = if is_dir {
+            *access
+        } else {
+            *access & FILE_RIGHTS
+        };
+        sys::landlock_add_path_rule(ruleset.as_fd(), dir.as_fd(), access).map_err(|source| {
             LandlockError::Path {
                 op: "adding a landlock rule for",
                 path: shown(),

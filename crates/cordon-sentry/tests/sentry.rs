@@ -280,6 +280,26 @@ fn landlock_forbids_executing_what_was_written_to_tmp() {
     assert_eq!(stdout(&o), "ran\n");
 }
 
+/// A single bind-mounted file, writable: its Landlock rule may carry only file rights (the
+/// kernel refuses directory rights on a file with EINVAL, which failed the run with 125).
+#[test]
+fn a_writable_file_mount_keeps_working_under_landlock() {
+    require_root!();
+    let file = std::env::temp_dir().join(format!("cordon-sentry-file-{}", std::process::id()));
+    fs::write(&file, "one\n").expect("writing the file");
+    let mount = format!("{}:/data/f", file.display());
+    let o = run(
+        "sentry",
+        &["--mount", &mount],
+        &["sh", "-c", "echo two >> /data/f && cat /data/f"],
+    );
+    let on_host = fs::read_to_string(&file).unwrap_or_default();
+    let _ = fs::remove_file(&file);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), "one\ntwo\n");
+    assert_eq!(on_host, "one\ntwo\n");
+}
+
 /// With `--user`, the supervisor acts with the workload's file-system identity: a root-only
 /// file stays closed to it (also through a symlink), and what it creates is its own.
 #[test]
