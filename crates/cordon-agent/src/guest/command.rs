@@ -1,5 +1,6 @@
 //! Runs the one command of a sandbox: per-sandbox setup (clock, entropy, hostname, limits),
-//! fork and exec with the requested identity, then the stdio pump until it ends.
+//! the request handed to a process forked ahead of time (the zygote), which sets up the
+//! requested identity and execs, then the stdio pump until it ends.
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -127,6 +128,9 @@ pub fn prepare_cgroup() -> io::Result<()> {
 /// (the command's processes are gone: `pump` kills everything but the agent).
 pub fn rearm() {
     OOM_AT_BOOT.store(oom_kills(), std::sync::atomic::Ordering::Relaxed);
+    // The warm-up used the zygote; the command gets a fresh one (a failure here only means
+    // the command's start forks it).
+    let _ = prepare_zygote();
 }
 
 /// The pids limit set at boot (cordon's default).
@@ -166,9 +170,8 @@ fn oom_kills() -> u64 {
         .unwrap_or(0)
 }
 
-fn start(req: &RunRequest) -> Result<Started, ExitReport> {
-    prepare_guest(req)?;
-    limit_pids(req.pids_max)?;
+/// The command's exec plan for `req` (everything but its fds), or why there is none.
+fn plan_for(req: &RunRequest) -> Result<sys::ChildPlan, ExitReport> {
     let bad = |what: &str| ExitReport::SetupFailed(format!("{what} contains a NUL byte"));
     let argv: Vec<CString> = req
         .argv
@@ -198,39 +201,129 @@ fn start(req: &RunRequest) -> Result<Started, ExitReport> {
             .filter_map(|d| CString::new(format!("{d}/{arg0}")).ok())
             .collect()
     };
-    // A missing working directory is created when it can be (the root disk is read-only, so
-    // only below /tmp in practice); chdir in the child reports the rest.
-    let _ = fs::create_dir_all(&req.workdir);
     let workdir = CString::new(req.workdir.as_str()).map_err(|_| bad("the working directory"))?;
-
-    let pipes =
-        || -> io::Result<_> { Ok((sys::pipe()?, sys::pipe()?, sys::pipe()?, sys::pipe()?)) };
-    let ((in_r, in_w), (out_r, out_w), (err_r, err_w), (rep_r, rep_w)) =
-        pipes().map_err(|e| setup_failed("creating pipes", e))?;
     let mut plan = sys::ChildPlan::new(argv, env, workdir);
-    plan.stdin = in_r.as_raw_fd();
-    plan.stdout = out_w.as_raw_fd();
-    plan.stderr = err_w.as_raw_fd();
-    plan.report = rep_w.as_raw_fd();
     plan.uid = req.uid;
     plan.gid = req.gid;
     plan.capabilities = req.capabilities;
     plan.candidates = candidates;
     plan.seccomp = sys::decode_filter(&req.seccomp)
         .ok_or_else(|| ExitReport::SetupFailed("a malformed seccomp filter".into()))?;
-    plan.seal();
-    let sigchld = sys::sigchld_fd().map_err(|e| setup_failed("watching SIGCHLD", e))?;
+    Ok(plan)
+}
 
-    let pid = sys::fork().map_err(|e| setup_failed("forking", e))?;
-    if pid == 0 {
-        sys::child_exec(&plan);
+/// The command's process before it knows its command: forked when the guest is prepared (at
+/// boot, so the fork is part of the snapshot and not of any sandbox's start; again after a
+/// pool's warm-up), waiting on `go` for the request, then set up and exec'd by
+/// [`sys::child_exec`]. Its stdio and report pipes exist from the fork on.
+struct Zygote {
+    pid: libc::pid_t,
+    go: OwnedFd,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    report: OwnedFd,
+    sigchld: OwnedFd,
+}
+
+static ZYGOTE: std::sync::Mutex<Option<Zygote>> = std::sync::Mutex::new(None);
+
+/// Forks the next command's [`Zygote`] (in the command's cgroup, where the agent lives).
+pub fn prepare_zygote() -> io::Result<()> {
+    let z = fork_zygote()?;
+    if let Ok(mut slot) = ZYGOTE.lock() {
+        *slot = Some(z);
     }
-    drop((in_r, out_w, err_w, rep_w));
+    Ok(())
+}
+
+fn fork_zygote() -> io::Result<Zygote> {
+    let sigchld = sys::sigchld_fd()?;
+    let (in_r, in_w) = sys::pipe()?;
+    let (out_r, out_w) = sys::pipe()?;
+    let (err_r, err_w) = sys::pipe()?;
+    let (rep_r, rep_w) = sys::pipe()?;
+    let (go_r, go_w) = sys::pipe()?;
+    let pid = sys::fork()?;
+    if pid == 0 {
+        // The agent's ends would keep the pipes open: only the zygote's own stay.
+        drop((in_w, out_r, err_r, rep_r, go_w, sigchld));
+        zygote_main(go_r, &in_r, &out_w, &err_w, &rep_w);
+    }
+    drop((in_r, out_w, err_w, rep_w, go_r));
+    Ok(Zygote {
+        pid,
+        go: go_w,
+        stdin: in_w,
+        stdout: out_r,
+        stderr: err_r,
+        report: rep_r,
+        sigchld,
+    })
+}
+
+/// The zygote: waits for the request, then becomes the command. Never returns.
+fn zygote_main(
+    go: OwnedFd,
+    stdin: &OwnedFd,
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+    report: &OwnedFd,
+) -> ! {
+    let req = match crate::protocol::read_host_msg(&mut File::from(go)) {
+        Ok(HostMsg::Run(req)) => req,
+        // The agent went away, or the guest powers off: nothing to run.
+        // SAFETY: ending this process without running the agent's exit paths.
+        _ => unsafe { libc::_exit(0) },
+    };
+    match plan_for(&req) {
+        Ok(mut plan) => {
+            plan.stdin = stdin.as_raw_fd();
+            plan.stdout = stdout.as_raw_fd();
+            plan.stderr = stderr.as_raw_fd();
+            plan.report = report.as_raw_fd();
+            plan.seal();
+            sys::child_exec(&plan)
+        }
+        // The agent checked the plan before sending it; this cannot happen.
+        // SAFETY: ending this process without running the agent's exit paths.
+        Err(_) => unsafe { libc::_exit(127) },
+    }
+}
+
+fn start(req: &RunRequest) -> Result<Started, ExitReport> {
+    prepare_guest(req)?;
+    limit_pids(req.pids_max)?;
+    // Checked here, so that the zygote gets only requests it can turn into a plan.
+    plan_for(req)?;
+    let arg0 = req.argv.first().cloned().unwrap_or_default();
+    // A missing working directory is created when it can be (the root disk is read-only, so
+    // only below /tmp in practice); chdir in the child reports the rest.
+    let _ = fs::create_dir_all(&req.workdir);
+
+    let ready = ZYGOTE.lock().ok().and_then(|mut slot| slot.take());
+    let z = match ready {
+        Some(z) => z,
+        None => fork_zygote().map_err(|e| setup_failed("starting the command", e))?,
+    };
+    let Zygote {
+        pid,
+        go,
+        stdin,
+        stdout,
+        stderr,
+        report,
+        sigchld,
+    } = z;
+    let frame = HostMsg::Run(req.clone()).encode();
+    File::from(go)
+        .write_all(&frame)
+        .map_err(|e| setup_failed("starting the command", e))?;
     // The report pipe: empty at EOF when exec succeeded, else errno + stage.
     let mut msg = [0u8; 5];
     let mut got = 0;
     while got < msg.len() {
-        match sys::read(rep_r.as_raw_fd(), &mut msg[got..]) {
+        match sys::read(report.as_raw_fd(), &mut msg[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -243,7 +336,7 @@ fn start(req: &RunRequest) -> Result<Started, ExitReport> {
         let err = io::Error::from_raw_os_error(errno);
         return Err(match msg[4] {
             sys::stage::EXEC if errno == libc::ENOENT || errno == libc::ENOTDIR => {
-                ExitReport::NotFound(arg0.clone())
+                ExitReport::NotFound(arg0)
             }
             sys::stage::EXEC => ExitReport::NotExecutable(format!("{arg0}: {err}")),
             sys::stage::WORKDIR => setup_failed(&format!("working directory {}", req.workdir), err),
@@ -255,9 +348,9 @@ fn start(req: &RunRequest) -> Result<Started, ExitReport> {
     Ok(Started {
         pid,
         sigchld,
-        stdin: Some(in_w),
-        stdout: out_r,
-        stderr: err_r,
+        stdin: Some(stdin),
+        stdout,
+        stderr,
     })
 }
 

@@ -140,6 +140,9 @@ fn boot() -> Result<File, AgentError> {
     )?;
     let _ = sys::sethostname(BOOT_HOSTNAME);
     warm_up();
+    // The command's process is forked now, into the snapshot (a failure here only means the
+    // command's start forks it).
+    let _ = command::prepare_zygote();
     Ok(port)
 }
 
