@@ -441,6 +441,25 @@ fn warm_pool_lends_each_vm_once_and_leaves_nothing() {
     let warm = vmms_of(pool_pid);
     assert_eq!(warm.len(), 1, "pool log: {}", pool_log());
 
+    // Another uid cannot even connect (the socket is 0600), let alone take the VM.
+    {
+        use std::os::unix::process::CommandExt;
+        let probe = Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1])\nexcept PermissionError:\n print('refused')\nelse:\n print('connected')",
+            ])
+            .arg(&socket)
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("python3 as nobody");
+        assert_eq!(text(&probe.stdout).trim(), "refused");
+        assert_eq!(vmms_of(pool_pid), warm, "the VM left the pool");
+    }
+
     // A run takes the warm VM: the command's output and status, the host's clock.
     let host_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
