@@ -359,9 +359,97 @@ fn kill_9_of_cordon_leaves_no_vm() {
     }
     assert!(!vmms_of(pid).is_empty(), "no qemu appeared");
     std::thread::sleep(Duration::from_millis(300));
+    // The running VMM, as the host sees it: confined (see the next function).
+    for qemu in vmms_of(pid) {
+        assert_vmm_confined(qemu);
+    }
     child.kill().expect("kill -9");
     let _ = child.wait();
     assert_no_vmm(pid);
+}
+
+/// A field of /proc/<pid>/status.
+fn status_field(pid: u32, name: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{status}"))
+}
+
+/// The VMM `qemu` runs as a non-root uid/gid of its own with no capabilities at all,
+/// no_new_privs and a seccomp filter, in namespaces of its own (mount, net, ipc, uts), with a
+/// root holding only /usr (read-only), a few device nodes and a /proc that shows it only
+/// itself.
+fn assert_vmm_confined(qemu: u32) {
+    for field in ["Uid", "Gid"] {
+        let ids = status_field(qemu, field);
+        assert!(
+            ids.split_whitespace().all(|id| id != "0"),
+            "{field}: {ids} (qemu {qemu})"
+        );
+    }
+    assert_eq!(status_field(qemu, "Groups"), "", "qemu {qemu}");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(
+            status_field(qemu, cap),
+            "0000000000000000",
+            "{cap} of qemu {qemu}"
+        );
+    }
+    assert_eq!(status_field(qemu, "NoNewPrivs"), "1");
+    assert_eq!(status_field(qemu, "Seccomp"), "2");
+    for ns in ["mnt", "net", "ipc", "uts"] {
+        let theirs = fs::read_link(format!("/proc/{qemu}/ns/{ns}")).unwrap();
+        let ours = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(theirs, ours, "qemu {qemu} shares the {ns} namespace");
+    }
+    let root = format!("/proc/{qemu}/root");
+    let mut entries: Vec<String> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        ["bin", "dev", "lib", "lib64", "proc", "sbin", "usr"],
+        "the VMM's root"
+    );
+    let mut dev: Vec<String> = fs::read_dir(format!("{root}/dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dev.sort();
+    assert_eq!(dev, ["null", "random", "urandom", "zero"], "the VMM's /dev");
+    for gone in ["etc/shadow", "root", "home", "var", "tmp", "dev/shm", "sys"] {
+        assert!(
+            fs::symlink_metadata(format!("{root}/{gone}")).is_err(),
+            "the VMM can reach /{gone}"
+        );
+    }
+    // What the VMM mounted: its root and /usr read-only, /proc restricted to itself.
+    let mounts = fs::read_to_string(format!("/proc/{qemu}/mountinfo")).unwrap();
+    let options = |mnt: &str| {
+        mounts
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(mnt))
+            .unwrap_or_else(|| panic!("no {mnt} in the VMM's mounts:\n{mounts}"))
+            .to_string()
+    };
+    for ro in ["/", "/usr"] {
+        let line = options(ro);
+        assert!(
+            line.split_whitespace().nth(5).unwrap().starts_with("ro"),
+            "{line}"
+        );
+    }
+    let proc_line = options("/proc");
+    assert!(
+        proc_line.contains("hidepid=invisible") && proc_line.contains("subset=pid"),
+        "{proc_line}"
+    );
+    assert_eq!(mounts.lines().count(), 3, "the VMM's mounts:\n{mounts}");
 }
 
 #[test]
@@ -440,6 +528,8 @@ fn warm_pool_lends_each_vm_once_and_leaves_nothing() {
     assert!(ready, "pool log: {}", pool_log());
     let warm = vmms_of(pool_pid);
     assert_eq!(warm.len(), 1, "pool log: {}", pool_log());
+    // A pooled VMM (its RAM a sealed memfd) is confined like any other.
+    assert_vmm_confined(warm[0]);
 
     // Another uid cannot even connect (the socket is 0600), let alone take the VM.
     {

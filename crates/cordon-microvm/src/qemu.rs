@@ -2,9 +2,13 @@
 //! kernel entered through its PVH note, virtio-mmio devices described to the guest by ACPI.
 //!
 //! The VMM gets no files of ours to create: its three channels (agent port, monitor, console)
-//! are socketpairs handed over as fds 3, 4, 5, so nothing is left on disk when it dies. It runs
-//! with qemu's seccomp sandbox (`-sandbox on`, no spawning, no privilege changes), in its own
-//! mount/network/IPC/UTS namespaces, with no_new_privs, and dies with cordon (PDEATHSIG).
+//! are socketpairs handed over as fds 3, 4, 5, so nothing is left on disk when it dies; every
+//! file it reads (kernel, initramfs, disk images, snapshot RAM and state) is opened here and
+//! inherited as an fd it names `/proc/self/fd/N` or `/dev/fdset/N`. It runs with qemu's seccomp
+//! sandbox (`-sandbox on`, no spawning, no privilege changes), in its own mount/network/IPC/UTS
+//! namespaces with a root of its own (read-only `/usr`, a few device nodes, a `/proc` showing
+//! only itself: [`sys::enter_vmm_root`]), as a uid of its own with no capabilities and
+//! no_new_privs ([`VMM_UID_BASE`]), and dies with cordon (PDEATHSIG).
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -20,6 +24,82 @@ use serde_json::{json, Value};
 use crate::qmp::Qmp;
 use crate::sys;
 use crate::vmm::{io, Accel, GuestMemory, Vm, VmConfig, VmControl, VmProcess, Vmm, VmmError};
+
+/// The VMM runs as uid `VMM_UID_BASE + its pid` (no passwd entry; unique among live VMMs, so
+/// one VMM cannot signal, trace or see another) ...
+pub const VMM_UID_BASE: u32 = 2_000_000_000;
+/// ... and gid `VMM_GID` (no group entry), the group of the snapshot RAM files it must open
+/// read-write (qemu 7.2 opens a `memory-backend-file` read-write even for a private mapping).
+pub const VMM_GID: u32 = 2_000_000_000;
+
+/// The files a VMM reads, opened here and inherited at fds 6, 7, ...: the snapshot's state
+/// (a restore), guest RAM (a snapshot's file or a sealed memfd), kernel, initramfs, root disk
+/// and the mount slots' disks, in that order.
+#[derive(Debug)]
+struct VmmInputs {
+    /// The fds in the order above (the borrowed sealed RAM included).
+    raw: Vec<std::os::fd::RawFd>,
+    _owned: Vec<File>,
+}
+
+impl VmmInputs {
+    fn open(config: &VmConfig) -> Result<Self, VmmError> {
+        let open = |p: &Path| File::open(p).map_err(io(format!("opening {}", p.display())));
+        let mut owned = Vec::new();
+        let mut raw = Vec::new();
+        let mut push = |f: File, raw: &mut Vec<_>| {
+            raw.push(f.as_raw_fd());
+            owned.push(f);
+        };
+        match &config.memory {
+            GuestMemory::Anonymous => {}
+            GuestMemory::SaveTo(ram) => push(vmm_writable(ram, true)?, &mut raw),
+            GuestMemory::RestoreFrom {
+                ram,
+                state,
+                sealed_ram,
+            } => {
+                push(open(state)?, &mut raw);
+                match sealed_ram {
+                    Some(fd) => raw.push(*fd),
+                    None => push(vmm_writable(ram, false)?, &mut raw),
+                }
+            }
+        }
+        push(open(&config.kernel)?, &mut raw);
+        push(open(&config.initramfs)?, &mut raw);
+        push(open(&config.rootfs)?, &mut raw);
+        for d in &config.mount_disks {
+            push(open(d)?, &mut raw);
+        }
+        Ok(VmmInputs { raw, _owned: owned })
+    }
+}
+
+/// A guest RAM file the VMM can open read-write through `/proc/self/fd`: created (`create`)
+/// or given, owned by root with group [`VMM_GID`] and mode 0660.
+fn vmm_writable(path: &Path, create: bool) -> Result<File, VmmError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create_new(create)
+        .mode(0o660)
+        .open(path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    let m = f
+        .metadata()
+        .map_err(io(format!("reading the mode of {}", path.display())))?;
+    if m.gid() != VMM_GID {
+        std::os::unix::fs::fchown(&f, None, Some(VMM_GID))
+            .map_err(io(format!("giving {} to the VMM group", path.display())))?;
+    }
+    if m.mode() & 0o7777 != 0o660 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o660))
+            .map_err(io(format!("chmod 0660 {}", path.display())))?;
+    }
+    Ok(f)
+}
 
 /// qemu-system-x86_64 as the VMM.
 #[derive(Debug, Clone)]
@@ -40,9 +120,26 @@ impl Qemu {
     }
 
     /// The command line for `config`, with the agent port, monitor and console at fds 3, 4, 5
-    /// and, for a restore, the snapshot's device state at fd 6.
+    /// and the inputs of [`VmmInputs`] from fd 6 on (for a restore, the device state at 6).
     pub fn args(&self, config: &VmConfig) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
+        let mut next_fd = 6;
+        let mut take_fd = || {
+            next_fd += 1;
+            next_fd - 1
+        };
+        let state_fd = match config.memory {
+            GuestMemory::RestoreFrom { .. } => Some(take_fd()),
+            _ => None,
+        };
+        debug_assert!(state_fd.is_none_or(|fd| fd == 6));
+        let ram_fd = match config.memory {
+            GuestMemory::Anonymous => None,
+            _ => Some(take_fd()),
+        };
+        let ram = ram_fd.map(|fd| PathBuf::from(format!("/proc/self/fd/{fd}")));
+        let (kernel_fd, initrd_fd, root_fd) = (take_fd(), take_fd(), take_fd());
+        let disk_fds: Vec<i32> = config.mount_disks.iter().map(|_| take_fd()).collect();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         match config.accel {
             Accel::Tcg => push(&["-accel", "tcg", "-cpu", &config.cpu_model]),
@@ -72,44 +169,40 @@ impl Qemu {
             GuestMemory::Anonymous => {}
             // x-ignore-shared: the migration stream leaves out RAM that lives in a shared file
             // (it is in the file already), so a snapshot's state is tens of KiB.
-            GuestMemory::SaveTo(ram) => {
+            GuestMemory::SaveTo(_) => {
                 push(&[
                     "-object",
-                    &backend(ram, "on"),
+                    &backend(ram.as_deref().unwrap_or(Path::new("")), "on"),
                     "-machine",
                     "memory-backend=mem",
                 ]);
             }
-            GuestMemory::RestoreFrom {
-                ram, sealed_ram, ..
-            } => {
-                // A sealed copy arrives as fd 7 (after the state at fd 6).
-                let ram = match sealed_ram {
-                    Some(_) => Path::new("/proc/self/fd/7"),
-                    None => ram.as_path(),
-                };
+            GuestMemory::RestoreFrom { .. } => {
                 push(&[
                     "-object",
-                    &backend(ram, "off"),
+                    &backend(ram.as_deref().unwrap_or(Path::new("")), "off"),
                     "-machine",
                     "memory-backend=mem",
                 ]);
                 push(&["-incoming", "defer"]);
             }
         }
-        push(&["-kernel", &config.kernel.display().to_string()]);
-        push(&["-initrd", &config.initramfs.display().to_string()]);
+        // qemu 7.2 reads the kernel and initramfs by path (the fd's file must be readable
+        // by the VMM's uid: cordon's cache keeps them 0644); disks come from fd sets (qemu
+        // duplicates the fd, no permission check).
+        push(&["-kernel", &format!("/proc/self/fd/{kernel_fd}")]);
+        push(&["-initrd", &format!("/proc/self/fd/{initrd_fd}")]);
         push(&["-append", &config.cmdline]);
-        let drive = format!(
-            "id=root,file={},format=raw,if=none,readonly=on,cache=unsafe",
-            config.rootfs.display()
-        );
+        let mut fdset = |fd: i32| {
+            push(&["-add-fd", &format!("fd={fd},set={fd}")]);
+            format!("/dev/fdset/{fd}")
+        };
+        let root_path = fdset(root_fd);
+        let disk_paths: Vec<String> = disk_fds.iter().map(|&fd| fdset(fd)).collect();
+        let drive = format!("id=root,file={root_path},format=raw,if=none,readonly=on,cache=unsafe");
         push(&["-drive", &drive, "-device", "virtio-blk-device,drive=root"]);
-        for (i, disk) in config.mount_disks.iter().enumerate() {
-            let drive = format!(
-                "id=m{i},file={},format=raw,if=none,readonly=on,cache=unsafe",
-                disk.display()
-            );
+        for (i, disk) in disk_paths.iter().enumerate() {
+            let drive = format!("id=m{i},file={disk},format=raw,if=none,readonly=on,cache=unsafe");
             let device = format!("virtio-blk-device,drive=m{i},serial={}", mount_serial(i));
             push(&["-drive", &drive, "-device", &device]);
         }
@@ -179,25 +272,26 @@ impl Vmm for Qemu {
             .map_err(io("duplicating the console socket"))?;
         // A restore reads the device state from fd 6 while the VM loads: no monitor round
         // trips, and the guest runs as soon as it is loaded (it was saved running).
-        let state = match &config.memory {
-            GuestMemory::RestoreFrom { state, .. } => {
-                Some(File::open(state).map_err(io(format!("opening {}", state.display())))?)
-            }
-            _ => None,
-        };
+        let inputs = VmmInputs::open(config)?;
         let mut child_fds = vec![
             agent_q.as_raw_fd(),
             qmp_q.as_raw_fd(),
             console_q.as_raw_fd(),
         ];
-        child_fds.extend(state.as_ref().map(|f| f.as_raw_fd()));
-        if let GuestMemory::RestoreFrom {
-            sealed_ram: Some(fd),
-            ..
-        } = &config.memory
-        {
-            child_fds.push(*fd);
-        }
+        child_fds.extend(&inputs.raw);
+        let kvm_gid = match config.accel {
+            Accel::Kvm => Some(
+                std::fs::metadata("/dev/kvm")
+                    .map_err(io("reading the group of /dev/kvm"))?
+                    .gid(),
+            ),
+            Accel::Tcg => None,
+        };
+        let who = sys::VmmIdentity {
+            uid_base: VMM_UID_BASE,
+            gid: VMM_GID,
+            kvm_gid,
+        };
         let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.args(config))
@@ -209,7 +303,7 @@ impl Vmm for Qemu {
         // SAFETY: the closure only makes async-signal-safe calls (confine_vmm_child's contract)
         // on fds that stay open in the parent until spawn returns.
         unsafe {
-            cmd.pre_exec(move || sys::confine_vmm_child(parent, &child_fds));
+            cmd.pre_exec(move || sys::confine_vmm_child(parent, &child_fds, who));
         }
         let nice = config.nice;
         // SAFETY: setpriority is async-signal-safe and takes plain integers.
@@ -224,7 +318,7 @@ impl Vmm for Qemu {
         let process = cmd
             .spawn()
             .map_err(io(format!("starting {}", self.binary.display())))?;
-        drop((agent_q, qmp_q, console_q, state));
+        drop((agent_q, qmp_q, console_q, inputs));
         let pidfd = sys::pidfd_open(process.id()).map_err(io("opening a pidfd for qemu"))?;
         let mut control = QemuControl {
             qmp: Qmp::new(qmp)?,
@@ -293,20 +387,20 @@ impl Qemu {
     ) -> Result<Duration, VmmError> {
         use cordon_agent::protocol::{FrameBuffer, GuestMsg};
         use std::io::{Read, Write};
-        let GuestMemory::RestoreFrom { state, .. } = &config.memory else {
+        let GuestMemory::RestoreFrom { .. } = &config.memory else {
             return Err(VmmError::Snapshot("a bare restore needs a snapshot".into()));
         };
         let (agent, agent_q) = sys::socketpair().map_err(io("creating the agent socketpair"))?;
         let (qmp, qmp_q) = sys::socketpair().map_err(io("creating the monitor socketpair"))?;
         let (console, console_q) =
             sys::socketpair().map_err(io("creating the console socketpair"))?;
-        let state = File::open(state).map_err(io(format!("opening {}", state.display())))?;
-        let child_fds = [
+        let inputs = VmmInputs::open(config)?;
+        let mut child_fds = vec![
             agent_q.as_raw_fd(),
             qmp_q.as_raw_fd(),
             console_q.as_raw_fd(),
-            state.as_raw_fd(),
         ];
+        child_fds.extend(&inputs.raw);
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.args(config))
             .stdin(Stdio::null())
@@ -321,7 +415,7 @@ impl Qemu {
         let mut child = cmd
             .spawn()
             .map_err(io(format!("starting {}", self.binary.display())))?;
-        drop((agent_q, qmp_q, console_q, state));
+        drop((agent_q, qmp_q, console_q, inputs));
         let result = (|| {
             let lines = [
                 json!({"execute": "qmp_capabilities"}),

@@ -400,41 +400,217 @@ pub fn process_alive(pid: u32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Who the VMM runs as, set up by [`confine_vmm_child`].
+#[derive(Debug, Clone, Copy)]
+pub struct VmmIdentity {
+    /// The VMM's uid is this plus its own pid: unique among live VMMs, so one VMM can neither
+    /// signal, trace nor see another (its /proc shows only processes of its own uid).
+    pub uid_base: u32,
+    /// The VMM's gid (shared by every VMM; the files a VMM must open read-write belong to it).
+    pub gid: u32,
+    /// The one supplementary group, when the VMM needs /dev/kvm (that node's group).
+    pub kvm_gid: Option<u32>,
+}
+
 /// Confines the VMM process between fork and exec: it dies with cordon (SIGKILL on parent
-/// death, and at once if the parent is already gone), cannot gain privileges, gets its own
-/// mount, network, IPC and UTS namespaces where the kernel allows, and finds its control
-/// sockets at fds 3, 4, 5 (`fds` in that order).
+/// death, and at once if the parent is already gone), gets its own mount, network, IPC and UTS
+/// namespaces, a root of its own ([`enter_vmm_root`]), finds its inputs at fds 3, 4, 5, ...
+/// (`fds` in that order), and runs as `who` with no capabilities (bounding set empty) and
+/// no_new_privs.
 ///
 /// # Safety
 /// Must only be called in the child between fork and exec (from `Command::pre_exec`).
-pub unsafe fn confine_vmm_child(parent: libc::pid_t, fds: &[RawFd]) -> io::Result<()> {
-    // SAFETY: prctl/getppid/unshare/dup2/fcntl are async-signal-safe and take no pointers.
+pub unsafe fn confine_vmm_child(
+    parent: libc::pid_t,
+    fds: &[RawFd],
+    who: VmmIdentity,
+) -> io::Result<()> {
+    // SAFETY: prctl/getppid/unshare are async-signal-safe and take no pointers; the callees
+    // share this function's contract.
     unsafe {
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
         if libc::getppid() != parent {
             libc::_exit(1);
         }
-        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        check(libc::unshare(libc::CLONE_NEWNS))?;
         // Best effort: a host without these namespaces still runs the VMM.
-        let _ = libc::unshare(
-            libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
-        );
-        place_fds(fds)
+        let _ = libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS);
+        enter_vmm_root(who.kvm_gid.is_some())?;
+        place_fds(fds)?;
+        drop_to(who)?;
+        // A credential change clears the parent-death signal: set it again.
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
     }
+    Ok(())
 }
 
-/// Puts `fds` (at most eight) at fds 3, 4, 5, ... in that order, without close-on-exec.
+fn mount(
+    src: Option<&std::ffi::CStr>,
+    target: &std::ffi::CStr,
+    fstype: Option<&std::ffi::CStr>,
+    flags: libc::c_ulong,
+    data: Option<&std::ffi::CStr>,
+) -> io::Result<()> {
+    let p = |c: Option<&std::ffi::CStr>| c.map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is null or a NUL-terminated string that outlives the call.
+    check(unsafe { libc::mount(p(src), target.as_ptr(), p(fstype), flags, p(data).cast()) })
+        .map(drop)
+}
+
+/// Gives the calling process (alone in a new mount namespace) a root holding only what the
+/// VMM needs: a read-only tmpfs with `/usr` bound read-only (binary, libraries, firmware and
+/// data files), the merged-usr `bin`/`lib`/`lib64`/`sbin` links, `/dev` with `null`, `zero`,
+/// `random`, `urandom` (and `kvm` when `kvm`), and a `/proc` that shows only processes of the
+/// VMM's own uid and no system files (`hidepid=invisible,subset=pid`: the VMM names its
+/// inputs `/proc/self/fd/N`). No /etc, /home, /root, /var, /tmp, /dev/shm or /sys.
+///
+/// # Safety
+/// Must only be called in the child between fork and exec, after `unshare(CLONE_NEWNS)`.
+/// Allocates nothing (every path is a literal).
+pub unsafe fn enter_vmm_root(kvm: bool) -> io::Result<()> {
+    let nosuid = libc::MS_NOSUID;
+    let ro_bind = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | nosuid;
+    mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    // /tmp is only the mount point of the new root in this namespace; the host's is hidden.
+    mount(
+        Some(c"cordon-vmm"),
+        c"/tmp",
+        Some(c"tmpfs"),
+        nosuid,
+        Some(c"size=64k,nr_inodes=64,mode=0755"),
+    )?;
+    // SAFETY: mkdir/symlink/mknod/umask/open/close/chdir/syscall are async-signal-safe; every
+    // path is a NUL-terminated literal.
+    unsafe {
+        let old_mask = libc::umask(0);
+        for d in [c"/tmp/usr", c"/tmp/dev", c"/tmp/proc"] {
+            check(libc::mkdir(d.as_ptr(), 0o755))?;
+        }
+        for (target, link) in [
+            (c"usr/bin", c"/tmp/bin"),
+            (c"usr/sbin", c"/tmp/sbin"),
+            (c"usr/lib", c"/tmp/lib"),
+            (c"usr/lib64", c"/tmp/lib64"),
+        ] {
+            check(libc::symlink(target.as_ptr(), link.as_ptr()))?;
+        }
+        for (node, minor) in [
+            (c"/tmp/dev/null", 3),
+            (c"/tmp/dev/zero", 5),
+            (c"/tmp/dev/random", 8),
+            (c"/tmp/dev/urandom", 9),
+        ] {
+            let dev = libc::makedev(1, minor);
+            check(libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, dev))?;
+        }
+        if kvm {
+            let fd = check(libc::open(
+                c"/tmp/dev/kvm".as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o600,
+            ))?;
+            libc::close(fd);
+        }
+        libc::umask(old_mask);
+        if kvm {
+            // The host's node, with its owner, group and mode.
+            mount(
+                Some(c"/dev/kvm"),
+                c"/tmp/dev/kvm",
+                None,
+                libc::MS_BIND,
+                None,
+            )?;
+        }
+        mount(
+            Some(c"/usr"),
+            c"/tmp/usr",
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )?;
+        mount(None, c"/tmp/usr", None, ro_bind | libc::MS_NODEV, None)?;
+        mount(
+            Some(c"proc"),
+            c"/tmp/proc",
+            Some(c"proc"),
+            nosuid | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some(c"hidepid=invisible,subset=pid"),
+        )?;
+        mount(None, c"/tmp", None, ro_bind, None)?;
+        check(libc::chdir(c"/tmp".as_ptr()))?;
+        // pivot_root(".", "."): the old root ends up stacked under the new one, and is then
+        // detached from this namespace.
+        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+        check(libc::chdir(c"/".as_ptr()))?;
+    }
+    Ok(())
+}
+
+/// Drops to `who`: the capability bounding and ambient sets emptied, supplementary groups
+/// set to none (or /dev/kvm's group), then gid and uid. A change from uid 0 to a non-zero
+/// uid clears the permitted and effective capabilities.
+///
+/// # Safety
+/// Must only be called in the child between fork and exec. Allocates nothing.
+pub unsafe fn drop_to(who: VmmIdentity) -> io::Result<()> {
+    // SAFETY: prctl/getpid/setgroups/setresgid/setresuid are async-signal-safe; setgroups
+    // reads `groups` (a local array) for the given length.
+    unsafe {
+        for cap in 0..64 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
+                let e = io::Error::last_os_error();
+                // EINVAL: no such capability on this kernel.
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(e);
+                }
+            }
+        }
+        let _ = libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        let groups = [who.kvm_gid.unwrap_or(0)];
+        let n = usize::from(who.kvm_gid.is_some());
+        check(libc::setgroups(n, groups.as_ptr()))?;
+        let uid = who
+            .uid_base
+            .wrapping_add(u32::try_from(libc::getpid()).unwrap_or(0));
+        check(libc::setresgid(who.gid, who.gid, who.gid))?;
+        check(libc::setresuid(uid, uid, uid))?;
+    }
+    Ok(())
+}
+
+/// Most fds [`place_fds`] places.
+pub const MAX_CHILD_FDS: usize = 16;
+
+/// Puts `fds` (at most [`MAX_CHILD_FDS`]) at fds 3, 4, 5, ... in that order, without
+/// close-on-exec.
 ///
 /// # Safety
 /// Must only be called in the child between fork and exec (from `Command::pre_exec`).
 pub unsafe fn place_fds(fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > MAX_CHILD_FDS {
+        return Err(io::Error::from_raw_os_error(libc::E2BIG));
+    }
     // SAFETY: fcntl/dup2 are async-signal-safe and take no pointers.
     unsafe {
-        // The fds may sit at numbers 3..5 already; move them out of the way first.
-        // A fixed array: nothing may allocate between fork and exec.
-        let mut moved = [-1; 8];
+        // The fds may sit at the target numbers already; move them out of the way first
+        // (above every target). A fixed array: nothing may allocate between fork and exec.
+        let mut moved = [-1; MAX_CHILD_FDS];
         for (slot, &fd) in moved.iter_mut().zip(fds) {
-            *slot = check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10))?;
+            *slot = check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64))?;
         }
         for (i, &fd) in moved.iter().take(fds.len()).enumerate() {
             let target = 3 + libc::c_int::try_from(i).unwrap_or(0);
