@@ -466,7 +466,9 @@ fn mount(
 /// data files), the merged-usr `bin`/`lib`/`lib64`/`sbin` links, `/dev` with `null`, `zero`,
 /// `random`, `urandom` (and `kvm` when `kvm`), and a `/proc` that shows only processes of the
 /// VMM's own uid and no system files (`hidepid=invisible,subset=pid`: the VMM names its
-/// inputs `/proc/self/fd/N`). No /etc, /home, /root, /var, /tmp, /dev/shm or /sys.
+/// inputs `/proc/self/fd/N`). No /etc, /home, /root, /var, /tmp, /dev/shm or /sys. The
+/// process ends up chrooted into that tree, one level below its namespace's root (an empty
+/// read-only tmpfs), so it cannot create a user namespace (EPERM for a chrooted caller).
 ///
 /// # Safety
 /// Must only be called in the child between fork and exec, after `unshare(CLONE_NEWNS)`.
@@ -483,33 +485,37 @@ pub unsafe fn enter_vmm_root(kvm: bool) -> io::Result<()> {
         nosuid,
         Some(c"size=64k,nr_inodes=64,mode=0755"),
     )?;
+    // SAFETY: a NUL-terminated literal.
+    check(unsafe { libc::mkdir(c"/tmp/jail".as_ptr(), 0o755) })?;
+    // Its own mount, so the chroot below is a mount root (and can be read-only on its own).
+    mount(Some(c"/tmp/jail"), c"/tmp/jail", None, libc::MS_BIND, None)?;
     // SAFETY: mkdir/symlink/mknod/umask/open/close/chdir/syscall are async-signal-safe; every
     // path is a NUL-terminated literal.
     unsafe {
         let old_mask = libc::umask(0);
-        for d in [c"/tmp/usr", c"/tmp/dev", c"/tmp/proc"] {
+        for d in [c"/tmp/jail/usr", c"/tmp/jail/dev", c"/tmp/jail/proc"] {
             check(libc::mkdir(d.as_ptr(), 0o755))?;
         }
         for (target, link) in [
-            (c"usr/bin", c"/tmp/bin"),
-            (c"usr/sbin", c"/tmp/sbin"),
-            (c"usr/lib", c"/tmp/lib"),
-            (c"usr/lib64", c"/tmp/lib64"),
+            (c"usr/bin", c"/tmp/jail/bin"),
+            (c"usr/sbin", c"/tmp/jail/sbin"),
+            (c"usr/lib", c"/tmp/jail/lib"),
+            (c"usr/lib64", c"/tmp/jail/lib64"),
         ] {
             check(libc::symlink(target.as_ptr(), link.as_ptr()))?;
         }
         for (node, minor) in [
-            (c"/tmp/dev/null", 3),
-            (c"/tmp/dev/zero", 5),
-            (c"/tmp/dev/random", 8),
-            (c"/tmp/dev/urandom", 9),
+            (c"/tmp/jail/dev/null", 3),
+            (c"/tmp/jail/dev/zero", 5),
+            (c"/tmp/jail/dev/random", 8),
+            (c"/tmp/jail/dev/urandom", 9),
         ] {
             let dev = libc::makedev(1, minor);
             check(libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, dev))?;
         }
         if kvm {
             let fd = check(libc::open(
-                c"/tmp/dev/kvm".as_ptr(),
+                c"/tmp/jail/dev/kvm".as_ptr(),
                 libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
                 0o600,
             ))?;
@@ -520,7 +526,7 @@ pub unsafe fn enter_vmm_root(kvm: bool) -> io::Result<()> {
             // The host's node, with its owner, group and mode.
             mount(
                 Some(c"/dev/kvm"),
-                c"/tmp/dev/kvm",
+                c"/tmp/jail/dev/kvm",
                 None,
                 libc::MS_BIND,
                 None,
@@ -528,19 +534,20 @@ pub unsafe fn enter_vmm_root(kvm: bool) -> io::Result<()> {
         }
         mount(
             Some(c"/usr"),
-            c"/tmp/usr",
+            c"/tmp/jail/usr",
             None,
             libc::MS_BIND | libc::MS_REC,
             None,
         )?;
-        mount(None, c"/tmp/usr", None, ro_bind | libc::MS_NODEV, None)?;
+        mount(None, c"/tmp/jail/usr", None, ro_bind | libc::MS_NODEV, None)?;
         mount(
             Some(c"proc"),
-            c"/tmp/proc",
+            c"/tmp/jail/proc",
             Some(c"proc"),
             nosuid | libc::MS_NODEV | libc::MS_NOEXEC,
             Some(c"hidepid=invisible,subset=pid"),
         )?;
+        mount(None, c"/tmp/jail", None, ro_bind, None)?;
         mount(None, c"/tmp", None, ro_bind, None)?;
         check(libc::chdir(c"/tmp".as_ptr()))?;
         // pivot_root(".", "."): the old root ends up stacked under the new one, and is then
@@ -549,6 +556,9 @@ pub unsafe fn enter_vmm_root(kvm: bool) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
         check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+        // Chrooted below the namespace's root: the kernel refuses a chrooted process a new
+        // user namespace (which would hand it capabilities over its own namespaces).
+        check(libc::chroot(c"/jail".as_ptr()))?;
         check(libc::chdir(c"/".as_ptr()))?;
     }
     Ok(())
@@ -624,6 +634,87 @@ pub unsafe fn place_fds(fds: &[RawFd]) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    /// A shell confined exactly as a VMM is tries what a VMM taken over by its guest might:
+    /// every attempt fails.
+    #[test]
+    fn a_confined_vmm_reaches_nothing_of_the_host() {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: a_confined_vmm_reaches_nothing_of_the_host: needs root");
+            return;
+        }
+        // A root-only file handed over as fd 3, and one the VMM group may write as fd 4.
+        let dir = std::env::temp_dir().join(format!("cordon-vmm-jail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "secret").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let shared = dir.join("shared");
+        std::fs::write(&shared, "").unwrap();
+        std::os::unix::fs::chown(&shared, None, Some(7_000_000)).unwrap();
+        std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+            .unwrap();
+        let fds = [
+            std::fs::File::open(&secret).unwrap(),
+            std::fs::File::open(&shared).unwrap(),
+        ];
+        let raw = [fds[0].as_raw_fd(), fds[1].as_raw_fd()];
+        let parent = libc::pid_t::try_from(std::process::id()).unwrap();
+        let who = VmmIdentity {
+            uid_base: 7_000_000,
+            gid: 7_000_000,
+            kvm_gid: None,
+        };
+        let script = r#"
+            try() { if eval "$1" >/dev/null 2>&1; then echo "ALLOWED: $1"; fi; }
+            try 'cat /etc/passwd'
+            try 'ls /root'
+            try 'ls /home'
+            try 'ls /sys/kernel'
+            try 'ls /dev/shm'
+            try 'cat /dev/vda'
+            try 'cat /proc/self/fd/3'
+            try 'echo x > /usr/cordon-probe'
+            try 'echo x > /cordon-probe'
+            try 'echo x > /proc/sys/kernel/hostname'
+            try 'kill -0 1'
+            try 'cat /proc/1/status'
+            try 'cat /proc/meminfo'
+            try 'mount -t tmpfs none /dev'
+            try 'umount /proc'
+            try 'unshare -U true'
+            try 'unshare -m true'
+            try 'ls -d /proc/$PPID'
+            try 'ls /jail'
+            echo x > /proc/self/fd/4 && echo "shared: writable"
+            echo "id: $(id -u) $(id -G)"
+        "#;
+        let mut cmd = std::process::Command::new("/usr/bin/sh");
+        cmd.args(["-c", script])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(std::process::Stdio::null());
+        // SAFETY: confine_vmm_child only makes async-signal-safe calls, on fds that stay open
+        // here until the command has run.
+        unsafe {
+            cmd.pre_exec(move || confine_vmm_child(parent, &raw, who));
+        }
+        let out = cmd.output().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("ALLOWED"), "{text}");
+        assert!(text.contains("shared: writable"), "{text}");
+        assert!(text.contains("id: 70"), "{text}");
+        assert!(!text.contains("id: 0"), "{text}");
+    }
 
     #[test]
     fn sealed_copy_keeps_holes_and_refuses_every_write() {
