@@ -28,6 +28,23 @@ pub enum HostMsg {
     Stdin(Vec<u8>),
     StdinEof,
     Signal(i32),
+    /// Start another process next to the command (`exec`), under the id the host chose; it
+    /// gets the command's confinement (capabilities, no_new_privs, seccomp filter).
+    ExecStart {
+        id: u32,
+        req: ExecRequest,
+    },
+    ExecStdin {
+        id: u32,
+        data: Vec<u8>,
+    },
+    ExecStdinEof {
+        id: u32,
+    },
+    ExecSignal {
+        id: u32,
+        signal: i32,
+    },
 }
 
 /// Guest to host.
@@ -41,6 +58,29 @@ pub enum GuestMsg {
     Stderr(Vec<u8>),
     Exit(ExitReport),
     Heartbeat,
+    ExecStdout {
+        id: u32,
+        data: Vec<u8>,
+    },
+    ExecStderr {
+        id: u32,
+        data: Vec<u8>,
+    },
+    /// How the exec'd process `id` ended (or why it did not start).
+    ExecExit {
+        id: u32,
+        report: ExitReport,
+    },
+}
+
+/// A process to run next to the command ([`HostMsg::ExecStart`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// What the guest should run and how.
@@ -133,11 +173,18 @@ mod kind {
     pub const STDIN_EOF: u8 = 0x03;
     pub const SIGNAL: u8 = 0x04;
     pub const WARM: u8 = 0x05;
+    pub const EXEC_START: u8 = 0x06;
+    pub const EXEC_STDIN: u8 = 0x07;
+    pub const EXEC_STDIN_EOF: u8 = 0x08;
+    pub const EXEC_SIGNAL: u8 = 0x09;
     pub const READY: u8 = 0x81;
     pub const STDOUT: u8 = 0x82;
     pub const STDERR: u8 = 0x83;
     pub const EXIT: u8 = 0x84;
     pub const HEARTBEAT: u8 = 0x85;
+    pub const EXEC_STDOUT: u8 = 0x86;
+    pub const EXEC_STDERR: u8 = 0x87;
+    pub const EXEC_EXIT: u8 = 0x88;
 }
 
 mod exit_kind {
@@ -180,6 +227,31 @@ impl Enc {
     }
     fn str(&mut self, v: &str) -> &mut Self {
         self.bytes(v.as_bytes())
+    }
+    fn env(&mut self, env: &[(String, String)]) -> &mut Self {
+        self.u32(u32::try_from(env.len() * 2).unwrap_or(0));
+        for (k, v) in env {
+            self.str(k).str(v);
+        }
+        self
+    }
+    fn list(&mut self, items: &[String]) -> &mut Self {
+        self.u32(u32::try_from(items.len()).unwrap_or(0));
+        for a in items {
+            self.str(a);
+        }
+        self
+    }
+    fn report(&mut self, report: &ExitReport) -> &mut Self {
+        match report {
+            ExitReport::Exited(code) => self.u8(exit_kind::EXITED).i32(*code),
+            ExitReport::Signaled { signal, oom } => {
+                self.u8(exit_kind::SIGNALED).i32(*signal).u8(u8::from(*oom))
+            }
+            ExitReport::NotFound(w) => self.u8(exit_kind::NOT_FOUND).str(w),
+            ExitReport::NotExecutable(w) => self.u8(exit_kind::NOT_EXECUTABLE).str(w),
+            ExitReport::SetupFailed(w) => self.u8(exit_kind::SETUP_FAILED).str(w),
+        }
     }
     fn finish(mut self) -> Vec<u8> {
         let len = u32::try_from(self.0.len() - 4).unwrap_or(u32::MAX);
@@ -232,6 +304,31 @@ impl<'a> Dec<'a> {
         }
         (0..n).map(|_| self.str()).collect()
     }
+    fn env(&mut self) -> Result<Vec<(String, String)>, ProtocolError> {
+        Ok(self
+            .list()?
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].clone(), c[1].clone()))
+            .collect())
+    }
+    fn report(&mut self) -> Result<ExitReport, ProtocolError> {
+        Ok(match self.u8()? {
+            exit_kind::EXITED => ExitReport::Exited(self.i32()?),
+            exit_kind::SIGNALED => ExitReport::Signaled {
+                signal: self.i32()?,
+                oom: self.u8()? != 0,
+            },
+            exit_kind::NOT_FOUND => ExitReport::NotFound(self.str()?),
+            exit_kind::NOT_EXECUTABLE => ExitReport::NotExecutable(self.str()?),
+            exit_kind::SETUP_FAILED => ExitReport::SetupFailed(self.str()?),
+            other => return Err(ProtocolError::UnknownKind(other)),
+        })
+    }
+    /// The rest of the payload.
+    fn rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0).to_vec()
+    }
 }
 
 impl HostMsg {
@@ -244,15 +341,9 @@ impl HostMsg {
                     kind::WARM
                 };
                 let mut e = Enc::new(k);
-                e.u32(u32::try_from(r.argv.len()).unwrap_or(0));
-                for a in &r.argv {
-                    e.str(a);
-                }
-                e.u32(u32::try_from(r.env.len() * 2).unwrap_or(0));
-                for (k, v) in &r.env {
-                    e.str(k).str(v);
-                }
-                e.str(&r.workdir)
+                e.list(&r.argv)
+                    .env(&r.env)
+                    .str(&r.workdir)
                     .u32(r.uid)
                     .u32(r.gid)
                     .str(&r.hostname)
@@ -281,6 +372,31 @@ impl HostMsg {
                 e.i32(*sig);
                 e.finish()
             }
+            HostMsg::ExecStart { id, req } => {
+                let mut e = Enc::new(kind::EXEC_START);
+                e.u32(*id)
+                    .list(&req.argv)
+                    .env(&req.env)
+                    .str(&req.workdir)
+                    .u32(req.uid)
+                    .u32(req.gid);
+                e.finish()
+            }
+            HostMsg::ExecStdin { id, data } => {
+                let mut e = Enc::new(kind::EXEC_STDIN);
+                e.u32(*id).0.extend_from_slice(data);
+                e.finish()
+            }
+            HostMsg::ExecStdinEof { id } => {
+                let mut e = Enc::new(kind::EXEC_STDIN_EOF);
+                e.u32(*id);
+                e.finish()
+            }
+            HostMsg::ExecSignal { id, signal } => {
+                let mut e = Enc::new(kind::EXEC_SIGNAL);
+                e.u32(*id).i32(*signal);
+                e.finish()
+            }
         }
     }
 
@@ -289,12 +405,7 @@ impl HostMsg {
         Ok(match kind {
             kind::RUN | kind::WARM => {
                 let argv = d.list()?;
-                let flat = d.list()?;
-                let env = flat
-                    .chunks(2)
-                    .filter(|c| c.len() == 2)
-                    .map(|c| (c[0].clone(), c[1].clone()))
-                    .collect();
+                let env = d.env()?;
                 let req = RunRequest {
                     argv,
                     env,
@@ -329,6 +440,25 @@ impl HostMsg {
             kind::STDIN => HostMsg::Stdin(payload.to_vec()),
             kind::STDIN_EOF => HostMsg::StdinEof,
             kind::SIGNAL => HostMsg::Signal(d.i32()?),
+            kind::EXEC_START => HostMsg::ExecStart {
+                id: d.u32()?,
+                req: ExecRequest {
+                    argv: d.list()?,
+                    env: d.env()?,
+                    workdir: d.str()?,
+                    uid: d.u32()?,
+                    gid: d.u32()?,
+                },
+            },
+            kind::EXEC_STDIN => HostMsg::ExecStdin {
+                id: d.u32()?,
+                data: d.rest(),
+            },
+            kind::EXEC_STDIN_EOF => HostMsg::ExecStdinEof { id: d.u32()? },
+            kind::EXEC_SIGNAL => HostMsg::ExecSignal {
+                id: d.u32()?,
+                signal: d.i32()?,
+            },
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
@@ -354,18 +484,25 @@ impl GuestMsg {
             }
             GuestMsg::Exit(report) => {
                 let mut e = Enc::new(kind::EXIT);
-                match report {
-                    ExitReport::Exited(code) => e.u8(exit_kind::EXITED).i32(*code),
-                    ExitReport::Signaled { signal, oom } => {
-                        e.u8(exit_kind::SIGNALED).i32(*signal).u8(u8::from(*oom))
-                    }
-                    ExitReport::NotFound(w) => e.u8(exit_kind::NOT_FOUND).str(w),
-                    ExitReport::NotExecutable(w) => e.u8(exit_kind::NOT_EXECUTABLE).str(w),
-                    ExitReport::SetupFailed(w) => e.u8(exit_kind::SETUP_FAILED).str(w),
-                };
+                e.report(report);
                 e.finish()
             }
             GuestMsg::Heartbeat => Enc::new(kind::HEARTBEAT).finish(),
+            GuestMsg::ExecStdout { id, data } | GuestMsg::ExecStderr { id, data } => {
+                let k = if matches!(self, GuestMsg::ExecStdout { .. }) {
+                    kind::EXEC_STDOUT
+                } else {
+                    kind::EXEC_STDERR
+                };
+                let mut e = Enc::new(k);
+                e.u32(*id).0.extend_from_slice(data);
+                e.finish()
+            }
+            GuestMsg::ExecExit { id, report } => {
+                let mut e = Enc::new(kind::EXEC_EXIT);
+                e.u32(*id).report(report);
+                e.finish()
+            }
         }
     }
 
@@ -377,18 +514,20 @@ impl GuestMsg {
             },
             kind::STDOUT => GuestMsg::Stdout(payload.to_vec()),
             kind::STDERR => GuestMsg::Stderr(payload.to_vec()),
-            kind::EXIT => GuestMsg::Exit(match d.u8()? {
-                exit_kind::EXITED => ExitReport::Exited(d.i32()?),
-                exit_kind::SIGNALED => ExitReport::Signaled {
-                    signal: d.i32()?,
-                    oom: d.u8()? != 0,
-                },
-                exit_kind::NOT_FOUND => ExitReport::NotFound(d.str()?),
-                exit_kind::NOT_EXECUTABLE => ExitReport::NotExecutable(d.str()?),
-                exit_kind::SETUP_FAILED => ExitReport::SetupFailed(d.str()?),
-                other => return Err(ProtocolError::UnknownKind(other)),
-            }),
+            kind::EXIT => GuestMsg::Exit(d.report()?),
             kind::HEARTBEAT => GuestMsg::Heartbeat,
+            kind::EXEC_STDOUT => GuestMsg::ExecStdout {
+                id: d.u32()?,
+                data: d.rest(),
+            },
+            kind::EXEC_STDERR => GuestMsg::ExecStderr {
+                id: d.u32()?,
+                data: d.rest(),
+            },
+            kind::EXEC_EXIT => GuestMsg::ExecExit {
+                id: d.u32()?,
+                report: d.report()?,
+            },
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
@@ -509,6 +648,26 @@ mod tests {
         roundtrip_host(HostMsg::Stdin(b"abc\0".to_vec()));
         roundtrip_host(HostMsg::StdinEof);
         roundtrip_host(HostMsg::Signal(15));
+        roundtrip_host(HostMsg::ExecStart {
+            id: 7,
+            req: ExecRequest {
+                argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
+                env: vec![("A".into(), "b".into())],
+                workdir: "/tmp".into(),
+                uid: 1000,
+                gid: 1000,
+            },
+        });
+        roundtrip_host(HostMsg::ExecStdin {
+            id: 7,
+            data: b"in".to_vec(),
+        });
+        roundtrip_host(HostMsg::ExecStdin {
+            id: 1,
+            data: Vec::new(),
+        });
+        roundtrip_host(HostMsg::ExecStdinEof { id: 7 });
+        roundtrip_host(HostMsg::ExecSignal { id: 7, signal: 9 });
     }
 
     #[test]
@@ -528,6 +687,25 @@ mod tests {
             GuestMsg::Exit(ExitReport::NotFound("x".into())),
             GuestMsg::Exit(ExitReport::NotExecutable("y".into())),
             GuestMsg::Exit(ExitReport::SetupFailed("z".into())),
+            GuestMsg::ExecStdout {
+                id: 3,
+                data: vec![4, 5],
+            },
+            GuestMsg::ExecStderr {
+                id: u32::MAX,
+                data: vec![],
+            },
+            GuestMsg::ExecExit {
+                id: 3,
+                report: ExitReport::Signaled {
+                    signal: 15,
+                    oom: false,
+                },
+            },
+            GuestMsg::ExecExit {
+                id: 4,
+                report: ExitReport::NotFound("nope".into()),
+            },
         ] {
             let mut fb = FrameBuffer::default();
             fb.push(&m.encode());
@@ -556,6 +734,12 @@ mod tests {
         fb.push(&bad);
         assert!(matches!(fb.next_host(), Err(ProtocolError::Truncated)));
 
+        // Exec frames too short for their id.
+        for k in [kind::EXEC_STDOUT, kind::EXEC_STDERR, kind::EXEC_EXIT] {
+            let mut fb = FrameBuffer::default();
+            fb.push(&[3, 0, 0, 0, k, 1, 2]);
+            assert!(matches!(fb.next_guest(), Err(ProtocolError::Truncated)));
+        }
         let mut fb = FrameBuffer::default();
         fb.push(&[1, 0, 0, 0, 0x7f]);
         assert!(matches!(

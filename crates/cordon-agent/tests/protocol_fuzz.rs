@@ -4,7 +4,7 @@
 //! must return messages or an error, never panic, and never buffer a frame larger than the
 //! protocol's limit). Seeded xorshift; `CORDON_FUZZ_ITERS` runs longer.
 
-use cordon_agent::protocol::{ExitReport, FrameBuffer, GuestMsg, HostMsg, RunRequest};
+use cordon_agent::protocol::{ExecRequest, ExitReport, FrameBuffer, GuestMsg, HostMsg, RunRequest};
 
 struct Rng(u64);
 
@@ -38,7 +38,7 @@ fn iters(default: u64) -> u64 {
 fn guest_messages(rng: &mut Rng) -> Vec<GuestMsg> {
     let n = 1 + rng.below(6);
     (0..n)
-        .map(|_| match rng.below(8) {
+        .map(|_| match rng.below(12) {
             0 => GuestMsg::Ready {
                 kernel_release: "6.1.0-cloud-amd64".into(),
             },
@@ -53,6 +53,25 @@ fn guest_messages(rng: &mut Rng) -> Vec<GuestMsg> {
             }),
             5 => GuestMsg::Exit(ExitReport::NotFound("nosuch".into())),
             6 => GuestMsg::Exit(ExitReport::SetupFailed("mount: \u{1f4a5}".into())),
+            7 => GuestMsg::ExecStdout {
+                id: u32::try_from(rng.below(4)).unwrap_or(0),
+                data: rng.blob(300),
+            },
+            8 => GuestMsg::ExecStderr {
+                id: u32::MAX,
+                data: rng.blob(300),
+            },
+            9 => GuestMsg::ExecExit {
+                id: 1,
+                report: ExitReport::Signaled {
+                    signal: 15,
+                    oom: false,
+                },
+            },
+            10 => GuestMsg::ExecExit {
+                id: 2,
+                report: ExitReport::NotExecutable("x: EACCES".into()),
+            },
             _ => GuestMsg::Heartbeat,
         })
         .collect()
@@ -163,6 +182,28 @@ fn hostile_host_streams_never_panic_the_agent() {
         let mut stream = run.clone();
         stream.extend(HostMsg::Stdin(rng.blob(100)).encode());
         stream.extend(HostMsg::Signal(15).encode());
+        stream.extend(
+            HostMsg::ExecStart {
+                id: 3,
+                req: ExecRequest {
+                    argv: vec!["cat".into()],
+                    env: vec![("PATH".into(), "/bin".into())],
+                    workdir: "/tmp".into(),
+                    uid: 1,
+                    gid: 1,
+                },
+            }
+            .encode(),
+        );
+        stream.extend(
+            HostMsg::ExecStdin {
+                id: 3,
+                data: rng.blob(50),
+            }
+            .encode(),
+        );
+        stream.extend(HostMsg::ExecStdinEof { id: 3 }.encode());
+        stream.extend(HostMsg::ExecSignal { id: 3, signal: 9 }.encode());
         for _ in 0..=rng.below(6) {
             let at = rng.below(stream.len());
             stream[at] = rng.bytes(1)[0];
@@ -175,6 +216,41 @@ fn hostile_host_streams_never_panic_the_agent() {
             result.is_ok(),
             "input {i} panicked the decoder: {stream:02x?}"
         );
+    }
+}
+
+/// Valid host streams with the exec frames come back intact whatever the split (the agent's
+/// and the keeper's decoders read these).
+#[test]
+fn valid_host_exec_streams_survive_any_split() {
+    let mut rng = Rng(0x5eed_0004);
+    for _ in 0..iters(1000) {
+        let msgs = [
+            HostMsg::ExecStart {
+                id: u32::try_from(rng.below(1000)).unwrap_or(0),
+                req: ExecRequest {
+                    argv: vec!["sh".into(), "-c".into(), "echo \u{e9}".into()],
+                    env: vec![("K".into(), String::from_utf8_lossy(&rng.blob(20)).into())],
+                    workdir: "/".into(),
+                    uid: u32::try_from(rng.below(70000)).unwrap_or(0),
+                    gid: 0,
+                },
+            },
+            HostMsg::ExecStdin {
+                id: 1,
+                data: rng.blob(400),
+            },
+            HostMsg::ExecStdinEof { id: 1 },
+            HostMsg::ExecSignal {
+                id: 1,
+                signal: i32::try_from(rng.below(65)).unwrap_or(0),
+            },
+        ];
+        let stream: Vec<u8> = msgs.iter().flat_map(HostMsg::encode).collect();
+        let (got, err) = decode_chunked(&stream, &mut rng, next_host);
+        assert_eq!(err, None);
+        let want: Vec<String> = msgs.iter().map(|m| format!("{m:?}")).collect();
+        assert_eq!(got, want);
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod accel;
 pub mod assets;
 pub mod cpio;
+pub mod exec;
 pub mod kernel;
 pub mod pool;
 pub mod qemu;
@@ -620,11 +621,22 @@ impl RunningVm {
     /// [`Self::wait_timed`], forwarding `signals` (instead of [`FORWARDED_SIGNALS`]) to the
     /// command while it runs.
     pub fn wait_forwarding(
-        mut self,
+        self,
         deadline: Option<Instant>,
         signals: &[i32],
     ) -> (Result<ExitOutcome, SandboxError>, Option<Instant>) {
-        let result = self.session.pump_signals(deadline, signals);
+        self.wait_serving(deadline, signals, None)
+    }
+
+    /// [`Self::wait_forwarding`], also relaying the processes `execs`' clients start in the
+    /// guest next to the command (see [`exec`]).
+    pub fn wait_serving(
+        mut self,
+        deadline: Option<Instant>,
+        signals: &[i32],
+        execs: Option<&mut exec::ExecServer>,
+    ) -> (Result<ExitOutcome, SandboxError>, Option<Instant>) {
+        let result = self.session.pump_serving(deadline, signals, execs);
         let first = self.session.first_word;
         self.session.vm.kill();
         let result = result.map_err(|e| {

@@ -11,6 +11,7 @@ use cordon_agent::protocol::{ExitReport, FrameBuffer, GuestMsg, HostMsg, Protoco
 use cordon_sandbox::{ExecFailure, ExitOutcome, KillCause};
 use thiserror::Error;
 
+use crate::exec::ExecServer;
 use crate::sys;
 use crate::vmm::Vm;
 
@@ -116,6 +117,8 @@ enum Event {
     Signal(i32),
     StdinData(usize),
     StdinEof,
+    /// One of the exec server's descriptors is readable.
+    Exec(i32),
     Idle,
 }
 
@@ -156,6 +159,7 @@ impl Session {
         timeout: Duration,
         stdin: Option<i32>,
         signals: Option<i32>,
+        extra: &[i32],
     ) -> Result<Event, GuestError> {
         if let Some(m) = self.frames.next_guest().map_err(GuestError::Protocol)? {
             return Ok(Event::Frame(m));
@@ -170,6 +174,8 @@ impl Session {
         ];
         fds.extend(stdin.map(|fd| (fd, libc::POLLIN)));
         fds.extend(signals.map(|fd| (fd, libc::POLLIN)));
+        let extra_at = fds.len();
+        fds.extend(extra.iter().map(|&fd| (fd, libc::POLLIN)));
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         let rev = sys::poll(&fds, ms).map_err(GuestError::Io)?;
         if rev[1] != 0 {
@@ -209,6 +215,9 @@ impl Session {
                 }
             }
         }
+        if let Some(k) = rev[extra_at..].iter().position(|&r| r != 0) {
+            return Ok(Event::Exec(extra[k]));
+        }
         if rev[2] != 0
             || (rev[0] & (libc::POLLHUP | libc::POLLERR)) != 0 && rev[0] & libc::POLLIN == 0
         {
@@ -232,7 +241,7 @@ impl Session {
                 self.drain_console();
                 return Err(GuestError::BootTimeout(limit));
             }
-            match self.next_event(left, None, None)? {
+            match self.next_event(left, None, None, &[])? {
                 Event::Frame(GuestMsg::Ready { kernel_release }) => return Ok(kernel_release),
                 Event::VmExited => return Err(self.vm_gone()),
                 _ => {}
@@ -260,11 +269,22 @@ impl Session {
         deadline: Option<Instant>,
         signals: &[i32],
     ) -> Result<ExitOutcome, GuestError> {
+        self.pump_serving(deadline, signals, None)
+    }
+
+    /// [`Self::pump_signals`], also relaying the processes that `execs`' clients start next
+    /// to the command.
+    pub fn pump_serving(
+        &mut self,
+        deadline: Option<Instant>,
+        signals: &[i32],
+        execs: Option<&mut ExecServer>,
+    ) -> Result<ExitOutcome, GuestError> {
         let forward = sys::sigset(signals);
         let old_mask = sys::sigmask(libc::SIG_BLOCK, &forward).map_err(GuestError::Io)?;
         let sigfd = sys::signalfd(&forward).map_err(GuestError::Io);
         let result = match sigfd {
-            Ok(fd) => self.pump_with(deadline, fd.as_fd().as_raw_fd()),
+            Ok(fd) => self.pump_with(deadline, fd.as_fd().as_raw_fd(), execs),
             Err(e) => Err(e),
         };
         let _ = sys::sigmask(libc::SIG_SETMASK, &old_mask);
@@ -275,6 +295,7 @@ impl Session {
         &mut self,
         deadline: Option<Instant>,
         sigfd: i32,
+        mut execs: Option<&mut ExecServer>,
     ) -> Result<ExitOutcome, GuestError> {
         let mut stdin = Some(0);
         let mut last_word = Instant::now();
@@ -293,7 +314,8 @@ impl Session {
             if let Some(d) = deadline {
                 wait = wait.min(d.saturating_duration_since(now));
             }
-            match self.next_event(wait, stdin, Some(sigfd))? {
+            let extra = execs.as_ref().map(|x| x.fds()).unwrap_or_default();
+            match self.next_event(wait, stdin, Some(sigfd), &extra)? {
                 Event::Frame(m) => {
                     last_word = Instant::now();
                     self.first_word.get_or_insert(last_word);
@@ -306,6 +328,22 @@ impl Session {
                         }
                         GuestMsg::Exit(report) => return outcome(report),
                         GuestMsg::Heartbeat | GuestMsg::Ready { .. } => {}
+                        m @ (GuestMsg::ExecStdout { .. }
+                        | GuestMsg::ExecStderr { .. }
+                        | GuestMsg::ExecExit { .. }) => {
+                            if let Some(x) = execs.as_deref_mut() {
+                                let mut agent = &self.vm.agent;
+                                x.from_guest(m, &mut |h| agent.write_all(&h.encode()))
+                                    .map_err(GuestError::Io)?;
+                            }
+                        }
+                    }
+                }
+                Event::Exec(fd) => {
+                    if let Some(x) = execs.as_deref_mut() {
+                        let mut agent = &self.vm.agent;
+                        x.readable(fd, &mut |h| agent.write_all(&h.encode()))
+                            .map_err(GuestError::Io)?;
                     }
                 }
                 Event::StdinData(n) => {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::{send, sys};
 use crate::protocol::{
-    ExitReport, FrameBuffer, GuestMsg, HostMsg, RunRequest, CHUNK, HEARTBEAT_MS,
+    ExecRequest, ExitReport, FrameBuffer, GuestMsg, HostMsg, RunRequest, CHUNK, HEARTBEAT_MS,
 };
 
 const CGROUP: &str = "/sys/fs/cgroup";
@@ -19,7 +19,7 @@ const CGROUP: &str = "/sys/fs/cgroup";
 /// Runs `req` to its end and says how it ended.
 pub fn run(port: &mut File, req: &RunRequest) -> ExitReport {
     match start(req) {
-        Ok(started) => pump(port, started),
+        Ok(started) => pump(port, started, req),
         Err(report) => report,
     }
 }
@@ -319,7 +319,24 @@ fn start(req: &RunRequest) -> Result<Started, ExitReport> {
     File::from(go)
         .write_all(&frame)
         .map_err(|e| setup_failed("starting the command", e))?;
-    // The report pipe: empty at EOF when exec succeeded, else errno + stage.
+    check_exec(pid, &report, &arg0, &req.workdir)?;
+    Ok(Started {
+        pid,
+        sigchld,
+        stdin: Some(stdin),
+        stdout,
+        stderr,
+    })
+}
+
+/// Waits on a forked child's report pipe: empty at EOF when exec succeeded, else errno +
+/// stage (the child is then reaped and the failure said as a report).
+fn check_exec(
+    pid: libc::pid_t,
+    report: &OwnedFd,
+    arg0: &str,
+    workdir: &str,
+) -> Result<(), ExitReport> {
     let mut msg = [0u8; 5];
     let mut got = 0;
     while got < msg.len() {
@@ -330,35 +347,78 @@ fn start(req: &RunRequest) -> Result<Started, ExitReport> {
             Err(_) => break,
         }
     }
-    if got == msg.len() {
-        let _ = sys::waitpid_blocking(pid);
-        let errno = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
-        let err = io::Error::from_raw_os_error(errno);
-        return Err(match msg[4] {
-            sys::stage::EXEC if errno == libc::ENOENT || errno == libc::ENOTDIR => {
-                ExitReport::NotFound(arg0)
-            }
-            sys::stage::EXEC => ExitReport::NotExecutable(format!("{arg0}: {err}")),
-            sys::stage::WORKDIR => setup_failed(&format!("working directory {}", req.workdir), err),
-            sys::stage::CREDENTIALS => setup_failed("setting uid, gid and capabilities", err),
-            sys::stage::SECCOMP => setup_failed("installing the seccomp filter", err),
-            _ => setup_failed("preparing the command", err),
-        });
+    if got < msg.len() {
+        return Ok(());
     }
-    Ok(Started {
+    let _ = sys::waitpid_blocking(pid);
+    let errno = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+    let err = io::Error::from_raw_os_error(errno);
+    Err(match msg[4] {
+        sys::stage::EXEC if errno == libc::ENOENT || errno == libc::ENOTDIR => {
+            ExitReport::NotFound(arg0.to_string())
+        }
+        sys::stage::EXEC => ExitReport::NotExecutable(format!("{arg0}: {err}")),
+        sys::stage::WORKDIR => setup_failed(&format!("working directory {workdir}"), err),
+        sys::stage::CREDENTIALS => setup_failed("setting uid, gid and capabilities", err),
+        sys::stage::SECCOMP => setup_failed("installing the seccomp filter", err),
+        _ => setup_failed("preparing the command", err),
+    })
+}
+
+/// A process started next to the command by [`HostMsg::ExecStart`].
+struct ExecProc {
+    id: u32,
+    pid: libc::pid_t,
+    stdin: Option<mpsc::Sender<Option<Vec<u8>>>>,
+    outputs: Vec<(OwnedFd, bool)>,
+}
+
+/// Starts an exec'd process with the command's confinement (the capabilities and seccomp
+/// filter of `base`, no_new_privs, its cgroup), forked straight from the agent.
+fn exec_start(base: &RunRequest, id: u32, req: &ExecRequest) -> Result<ExecProc, ExitReport> {
+    let full = RunRequest {
+        argv: req.argv.clone(),
+        env: req.env.clone(),
+        workdir: req.workdir.clone(),
+        uid: req.uid,
+        gid: req.gid,
+        capabilities: base.capabilities,
+        seccomp: base.seccomp.clone(),
+        ..RunRequest::default()
+    };
+    let mut plan = plan_for(&full)?;
+    let arg0 = req.argv.first().cloned().unwrap_or_default();
+    let _ = fs::create_dir_all(&req.workdir);
+    let failed = |e: io::Error| setup_failed("starting the process", e);
+    let (in_r, in_w) = sys::pipe().map_err(failed)?;
+    let (out_r, out_w) = sys::pipe().map_err(failed)?;
+    let (err_r, err_w) = sys::pipe().map_err(failed)?;
+    let (rep_r, rep_w) = sys::pipe().map_err(failed)?;
+    plan.stdin = in_r.as_raw_fd();
+    plan.stdout = out_w.as_raw_fd();
+    plan.stderr = err_w.as_raw_fd();
+    plan.report = rep_w.as_raw_fd();
+    plan.seal();
+    let pid = sys::fork().map_err(failed)?;
+    if pid == 0 {
+        sys::child_exec(&plan)
+    }
+    drop((in_r, out_w, err_w, rep_w));
+    check_exec(pid, &rep_r, &arg0, &req.workdir)?;
+    Ok(ExecProc {
+        id,
         pid,
-        sigchld,
-        stdin: Some(stdin),
-        stdout,
-        stderr,
+        stdin: stdin_writer(in_w),
+        outputs: vec![(out_r, true), (err_r, false)],
     })
 }
 
 /// Feeds the command's stdin from a thread, so a command that does not read its input cannot
 /// stall the pump (and with it stdout, signals and the exit report).
-fn stdin_writer(fd: OwnedFd) -> mpsc::Sender<Option<Vec<u8>>> {
+/// No thread (the pids limit counts the agent's threads): the process's stdin is closed.
+fn stdin_writer(fd: OwnedFd) -> Option<mpsc::Sender<Option<Vec<u8>>>> {
     let (tx, rx) = mpsc::channel::<Option<Vec<u8>>>();
-    std::thread::spawn(move || {
+    let spawned = std::thread::Builder::new().spawn(move || {
         let mut f = File::from(fd);
         while let Ok(Some(chunk)) = rx.recv() {
             if f.write_all(&chunk).is_err() {
@@ -368,7 +428,7 @@ fn stdin_writer(fd: OwnedFd) -> mpsc::Sender<Option<Vec<u8>>> {
             }
         }
     });
-    tx
+    spawned.ok().map(|_| tx)
 }
 
 fn decode_status(status: libc::c_int, oom: bool) -> ExitReport {
@@ -384,7 +444,29 @@ fn decode_status(status: libc::c_int, oom: bool) -> ExitReport {
     }
 }
 
-fn pump(port: &mut File, started: Started) -> ExitReport {
+/// Passes on one read of an exec'd process's stdout or stderr; false at its end.
+fn forward_exec(
+    port: &mut File,
+    id: u32,
+    fd: &OwnedFd,
+    is_out: bool,
+    buf: &mut [u8],
+) -> io::Result<bool> {
+    let n = sys::read(fd.as_raw_fd(), buf)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    let data = buf[..n].to_vec();
+    let msg = if is_out {
+        GuestMsg::ExecStdout { id, data }
+    } else {
+        GuestMsg::ExecStderr { id, data }
+    };
+    send(port, &msg)?;
+    Ok(true)
+}
+
+fn pump(port: &mut File, started: Started, base: &RunRequest) -> ExitReport {
     let Started {
         pid,
         sigchld,
@@ -392,7 +474,8 @@ fn pump(port: &mut File, started: Started) -> ExitReport {
         stdout,
         stderr,
     } = started;
-    let mut stdin_tx = stdin.map(stdin_writer);
+    let mut stdin_tx = stdin.and_then(stdin_writer);
+    let mut execs: Vec<ExecProc> = Vec::new();
     let mut frames = FrameBuffer::default();
     let mut outputs: Vec<(OwnedFd, bool)> = vec![(stdout, true), (stderr, false)];
     let mut status: Option<libc::c_int> = None;
@@ -419,6 +502,14 @@ fn pump(port: &mut File, started: Started) -> ExitReport {
     while status.is_none() {
         let mut fds = vec![(port_fd, libc::POLLIN), (sigchld.as_raw_fd(), libc::POLLIN)];
         fds.extend(outputs.iter().map(|(fd, _)| (fd.as_raw_fd(), libc::POLLIN)));
+        let exec_base = fds.len();
+        for x in &execs {
+            fds.extend(
+                x.outputs
+                    .iter()
+                    .map(|(fd, _)| (fd.as_raw_fd(), libc::POLLIN)),
+            );
+        }
         let timeout = i32::try_from(HEARTBEAT_MS).unwrap_or(1000);
         let revents = match sys::poll(&fds, timeout) {
             Ok(r) => r,
@@ -445,6 +536,44 @@ fn pump(port: &mut File, started: Started) -> ExitReport {
                     Ok(Some(HostMsg::Signal(sig))) => {
                         let _ = sys::kill(pid, sig);
                     }
+                    Ok(Some(HostMsg::ExecStart { id, req })) => {
+                        let started = if execs.iter().any(|x| x.id == id) {
+                            Err(ExitReport::SetupFailed(format!("exec id {id} is in use")))
+                        } else {
+                            exec_start(base, id, &req)
+                        };
+                        match started {
+                            Ok(x) => execs.push(x),
+                            Err(report) => {
+                                if send(port, &GuestMsg::ExecExit { id, report }).is_err() {
+                                    return setup_failed("writing to the host", "EPIPE");
+                                }
+                            }
+                        }
+                    }
+                    Ok(Some(HostMsg::ExecStdin { id, data })) => {
+                        if let Some(tx) = execs
+                            .iter()
+                            .find(|x| x.id == id)
+                            .and_then(|x| x.stdin.as_ref())
+                        {
+                            let _ = tx.send(Some(data));
+                        }
+                    }
+                    Ok(Some(HostMsg::ExecStdinEof { id })) => {
+                        if let Some(tx) = execs
+                            .iter_mut()
+                            .find(|x| x.id == id)
+                            .and_then(|x| x.stdin.take())
+                        {
+                            let _ = tx.send(None);
+                        }
+                    }
+                    Ok(Some(HostMsg::ExecSignal { id, signal })) => {
+                        if let Some(x) = execs.iter().find(|x| x.id == id) {
+                            let _ = sys::kill(x.pid, signal);
+                        }
+                    }
                     Ok(Some(HostMsg::Run(_) | HostMsg::Warm(_))) => {}
                     Ok(None) => break,
                     Err(e) => return setup_failed("decoding a host frame", e),
@@ -465,6 +594,24 @@ fn pump(port: &mut File, started: Started) -> ExitReport {
         for i in closed.into_iter().rev() {
             outputs.remove(i);
         }
+        let mut at = exec_base;
+        for x in &mut execs {
+            let mut closed = Vec::new();
+            for (i, (fd, is_out)) in x.outputs.iter().enumerate() {
+                if revents.get(at + i).copied().unwrap_or(0) != 0 {
+                    match forward_exec(port, x.id, fd, *is_out, &mut buf) {
+                        Ok(true) => last_sent = Instant::now(),
+                        Ok(false) => closed.push(i),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => closed.push(i),
+                    }
+                }
+            }
+            at += x.outputs.len();
+            for i in closed.into_iter().rev() {
+                x.outputs.remove(i);
+            }
+        }
         if revents[1] != 0 {
             let mut info = [0u8; 128];
             while let Ok(128) = sys::read(sigchld.as_raw_fd(), &mut info) {}
@@ -472,6 +619,17 @@ fn pump(port: &mut File, started: Started) -> ExitReport {
         while let Some((reaped, st)) = sys::reap_any() {
             if reaped == pid {
                 status = Some(st);
+            } else if let Some(i) = execs.iter().position(|x| x.pid == reaped) {
+                let x = execs.swap_remove(i);
+                // Its output so far, without waiting for descendants holding the pipes.
+                for (fd, is_out) in &x.outputs {
+                    if sys::set_nonblocking(fd.as_raw_fd()).is_ok() {
+                        while let Ok(true) = forward_exec(port, x.id, fd, *is_out, &mut buf) {}
+                    }
+                }
+                let report = decode_status(st, false);
+                let _ = send(port, &GuestMsg::ExecExit { id: x.id, report });
+                last_sent = Instant::now();
             }
         }
         if last_sent.elapsed() >= Duration::from_millis(HEARTBEAT_MS) {

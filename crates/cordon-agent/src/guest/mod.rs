@@ -297,6 +297,19 @@ fn serve(mut port: File) -> Result<(), AgentError> {
             }
             // Nothing runs yet: stdin and signals before Run have nobody to go to.
             HostMsg::Stdin(_) | HostMsg::StdinEof | HostMsg::Signal(_) => {}
+            HostMsg::ExecStdin { .. }
+            | HostMsg::ExecStdinEof { .. }
+            | HostMsg::ExecSignal { .. } => {}
+            // An exec needs the command's confinement, which arrives with Run.
+            HostMsg::ExecStart { id, .. } => {
+                let report = crate::protocol::ExitReport::SetupFailed(
+                    "the container's process has not started".into(),
+                );
+                step(
+                    || "refusing an exec".into(),
+                    send(&mut port, &GuestMsg::ExecExit { id, report }),
+                )?;
+            }
         }
     }
 }
