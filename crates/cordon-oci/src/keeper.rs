@@ -14,6 +14,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use cordon_container::{cgroup, ContainerConfig, MountOp};
@@ -240,6 +241,7 @@ fn place(from: i32, to: i32) -> std::io::Result<()> {
 }
 
 /// What the keeper may call once its VM runs: relaying frames and stdio, forwarding signals,
+/// taking `exec` connections (accept4, and setsockopt for their write timeout),
 /// waiting for and killing its VMM, exiting (by a signal too), memory management. Measured
 /// with strace on a run; everything else (notably open, exec, socket, mount, ptrace) fails
 /// with EPERM.
@@ -250,6 +252,8 @@ const KEEPER_ALLOW: &[i64] = &[
     libc::SYS_sendmsg,
     libc::SYS_recvfrom,
     libc::SYS_recvmsg,
+    libc::SYS_accept4,
+    libc::SYS_setsockopt,
     libc::SYS_poll,
     libc::SYS_ppoll,
     libc::SYS_close,
@@ -329,7 +333,7 @@ fn confine_keeper() -> std::io::Result<()> {
 }
 
 /// Dies the way the guest's process died, so the engine sees the same status.
-fn die_by(signal: i32) -> ! {
+pub(crate) fn die_by(signal: i32) -> ! {
     // SAFETY: resetting a disposition and unblocking signals in this single-threaded process.
     unsafe {
         libc::signal(signal, libc::SIG_DFL);
@@ -432,7 +436,21 @@ fn keeper_main(spec: &SandboxSpec, fifo: &CString, go: OwnedFd, status: OwnedFd)
             libc::close(saved_err);
         }
     }
-    let created = match created {
+    // `exec` reaches the guest through a socket next to the start FIFO (bound before the
+    // keeper is confined; see exec_proxy).
+    let state_dir = Path::new(std::ffi::OsStr::from_bytes(fifo.as_bytes()))
+        .parent()
+        .unwrap_or(Path::new("/"));
+    let created = created.and_then(|c| {
+        cordon_microvm::exec::ExecServer::bind(state_dir, crate::exec_proxy::SOCKET)
+            .map(|server| (c, server))
+            .map_err(|e| cordon_sandbox::SandboxError::Tier {
+                tier: TierKind::Microvm,
+                step: "listening for exec".into(),
+                source: Box::new(e),
+            })
+    });
+    let (created, mut exec_server) = match created {
         Ok(c) => {
             write_fd(4, b"R");
             c
@@ -470,9 +488,11 @@ fn keeper_main(spec: &SandboxSpec, fifo: &CString, go: OwnedFd, status: OwnedFd)
         // SAFETY: ending the keeper (its VMM dies with it).
         unsafe { libc::_exit(125) };
     }
-    let outcome = created
-        .start()
-        .and_then(|running| running.wait_forwarding(None, FORWARDED).0);
+    let outcome = created.start().and_then(|running| {
+        running
+            .wait_serving(None, FORWARDED, Some(&mut exec_server))
+            .0
+    });
     let code = match outcome {
         Ok(ExitOutcome::Exited(code)) => code,
         Ok(ExitOutcome::Signaled { signal, .. }) => die_by(signal),

@@ -6,6 +6,7 @@
 //! through "runtimeArgs") or the bundle annotation `run.cordon.tier`.
 
 mod bundle;
+mod exec_proxy;
 mod hooks;
 mod image_layers;
 mod keeper;
@@ -737,12 +738,6 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32, OciError> {
             a.id
         )));
     }
-    if record.tier == "microvm" {
-        return Err(OciError::Runtime(format!(
-            "exec is not supported by the microvm tier: the guest agent of container {} runs one process per VM",
-            a.id
-        )));
-    }
     let b = bundle::load(&record.bundle)?;
     let policy = bundle::seccomp_policy(&b.spec)?;
     let mut process = match &a.process {
@@ -773,6 +768,9 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32, OciError> {
             cordon_sandbox::spec::parse_user(user).map_err(|e| OciError::Usage(e.to_string()))?;
         process.uid = uid;
         process.gid = gid;
+    }
+    if record.tier == "microvm" {
+        return exec_microvm(ctx, a, &process);
     }
     if record.tier == "sentry" {
         sentry_process(&mut process, &b.spec);
@@ -805,6 +803,46 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32, OciError> {
         return Ok(0);
     }
     Ok(wait_exit(pid))
+}
+
+/// `exec` into a microvm container: the process runs in the guest, next to the container's;
+/// the host process engines see is an exec proxy (see [`exec_proxy`]).
+fn exec_microvm(
+    ctx: &Ctx,
+    a: &ExecArgs,
+    process: &cordon_container::ProcessConfig,
+) -> Result<i32, OciError> {
+    if a.tty || process.terminal {
+        return Err(OciError::Usage(
+            "exec with a terminal is not supported by the microvm tier (no guest terminal yet)"
+                .into(),
+        ));
+    }
+    let req = cordon_agent::protocol::ExecRequest {
+        argv: process.argv.clone(),
+        env: process
+            .env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        workdir: process.cwd.to_string_lossy().into_owned(),
+        uid: process.uid,
+        gid: process.gid,
+    };
+    let sock = exec_proxy::connect(&state::dir(&ctx.root, &a.id), req)?;
+    if a.detach {
+        let pid = exec_proxy::spawn_detached(sock)?;
+        if let Some(p) = &a.pid_file {
+            write_pid_file(p, pid)?;
+        }
+        return Ok(0);
+    }
+    if let Some(p) = &a.pid_file {
+        // SAFETY: getpid has no preconditions.
+        write_pid_file(p, unsafe { libc::getpid() })?;
+    }
+    exec_proxy::finish(exec_proxy::relay(sock))
 }
 
 fn features() {

@@ -500,6 +500,7 @@ fn lifecycle_of_the_sentry_and_microvm_tiers() {
                     );
                     std::thread::sleep(Duration::from_millis(20));
                 }
+                microvm_exec(&rt, id, &bundle);
                 ps.clone()
             }
             // The supervisor is outside the cgroup; find it by its command line (create's).
@@ -532,6 +533,52 @@ fn lifecycle_of_the_sentry_and_microvm_tiers() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// `exec` into a running microvm container: the process runs in the guest; the runtime (or,
+/// with --detach, the exec proxy its pid file names) stands for it: exit status, death by the
+/// same signal, signals passed on.
+fn microvm_exec(rt: &Runtime, id: &str, bundle: &Bundle) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = rt.cmd(&["exec", id, "sh", "-c", "echo in-guest; exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in-guest\n");
+    let out = rt.cmd(&["exec", id, "sh", "-c", "kill -USR1 $$"]);
+    assert_eq!(out.status.signal(), Some(libc::SIGUSR1), "{out:?}");
+    let pid_file = bundle.dir.join("exec.pid");
+    rt.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; while :; do sleep 0.1; done",
+    ]);
+    let proxy: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let comm = fs::read_to_string(format!("/proc/{proxy}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "cordon-exec", "pid file names {proxy}");
+    // SAFETY: getsid takes an integer only.
+    let sid = unsafe { libc::getsid(proxy) };
+    assert_eq!(sid, proxy, "the proxy has its own session");
+    // The proxy blocks TERM and passes it on: it leaves only when the guest's process exits.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill takes integers only.
+    assert_eq!(unsafe { libc::kill(proxy, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(i64::from(proxy)) {
+        assert!(
+            Instant::now() < deadline,
+            "exec proxy {proxy} outlived TERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = fs::remove_file(&pid_file);
 }
 
 /// `pause` freezes every process (a counter stops), `resume` thaws them, `update` changes the

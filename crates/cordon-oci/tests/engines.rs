@@ -545,7 +545,8 @@ fn containerd_and_docker_run_containers_through_cordon() {
     drop(dockerd);
     drop(containerd);
     drop(work);
-    let left = sh("pgrep -f 'cordon-engine[s]-'; pgrep -x cordon-keeper; true");
+    let left =
+        sh("pgrep -f 'cordon-engine[s]-'; pgrep -x cordon-keeper; pgrep -x cordon-exec; true");
     assert!(
         text(&left.stdout).trim().is_empty(),
         "processes left: {}",
@@ -705,6 +706,82 @@ fn microvm_missing() -> Option<String> {
         .map(|e| format!("cordon microvm setup failed: {e}"))
 }
 
+/// `docker exec` into the running microvm container `cid`: the process runs in the guest next
+/// to the container's, with its stdio, exit status, -e/-u/-w and the container's confinement;
+/// no exec proxy is left once it ended.
+fn microvm_exec(docker: &dyn Fn(&[&str]) -> Output, dir: &Path, cid: &str) {
+    let out = docker(&[
+        "exec",
+        cid,
+        "sh",
+        "-c",
+        "echo exec-ok; echo exec-err >&2; uname -r; exit 9",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "microvm exec: {stdout} {}",
+        text(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"exec-ok"), "microvm exec: {stdout}");
+    assert_ne!(
+        lines.get(1).copied(),
+        Some(text(&sh("uname -r").stdout).trim()),
+        "microvm exec ran on the host's kernel"
+    );
+    assert_eq!(text(&out.stderr), "exec-err\n");
+    let out = docker(&[
+        "exec",
+        "-e",
+        "EXEC_VAR=v1",
+        "-u",
+        "1000:1001",
+        "-w",
+        "/tmp",
+        cid,
+        "sh",
+        "-c",
+        "echo $EXEC_VAR; id -u; id -g; pwd; grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "v1\n1000\n1001\n/tmp\nNoNewPrivs:\t1\nSeccomp:\t2\n",
+        "microvm exec -e -u -w: {}",
+        text(&out.stderr)
+    );
+    // stdin reaches the process; its end is the process's end of input.
+    let out = sh(&format!(
+        "printf 'line1\\nline2\\n' | docker -H unix://{} exec -i {cid} cat",
+        dir.join("docker.sock").display()
+    ));
+    assert_eq!(
+        text(&out.stdout),
+        "line1\nline2\n",
+        "microvm exec -i: {}",
+        text(&out.stderr)
+    );
+    assert!(out.status.success());
+    let out = docker(&["exec", cid, "no-such-command"]);
+    assert_eq!(
+        out.status.code(),
+        Some(127),
+        "microvm exec of a missing command: {} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // A process killed in the guest: the exec's status is that signal's.
+    let out = docker(&["exec", cid, "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    // A terminal is refused with a reason.
+    let out = docker(&["exec", "-t", cid, "true"]);
+    assert!(!out.status.success(), "microvm exec -t should be refused");
+    // Every exec proxy is gone once its process ended.
+    let left = text(&sh("pgrep -x cordon-exec; true").stdout);
+    assert!(left.trim().is_empty(), "exec proxies left: {left}");
+}
+
 /// The microvm tier as a Docker runtime and through ctr's annotation.
 fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
     let host_release = text(&sh("uname -r").stdout).trim().to_string();
@@ -742,7 +819,7 @@ fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
     );
     assert_eq!(lines[4], "lo", "microvm: network devices: {stdout}");
     // A detached VM: --memory sizes the guest and the cgroup (plus the VMM's headroom), `docker
-    // top` lists the keeper and the VMM, exec is refused, kill -s and stop reach the guest.
+    // top` lists the keeper and the VMM, exec runs in the guest, kill -s and stop reach it.
     let out = docker(&[
         "run",
         "-d",
@@ -791,16 +868,7 @@ fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
         "docker top: {top}"
     );
     assert!(top.contains("qemu"), "docker top: {top}");
-    let out = docker(&["exec", &cid, "true"]);
-    assert!(!out.status.success(), "microvm exec should be refused");
-    assert!(
-        format!("{}{}", text(&out.stdout), text(&out.stderr))
-            .contains("not supported by the microvm tier"),
-        "microvm exec: {:?} {} {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    microvm_exec(docker, dir, &cid);
     std::thread::sleep(Duration::from_millis(500));
     assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
     assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
