@@ -578,6 +578,45 @@ fn microvm_exec(rt: &Runtime, id: &str, bundle: &Bundle) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A proxy killed outright takes its guest process with it (the keeper sees it go).
+    let guest_cmdlines = || {
+        let out = rt.cmd(&[
+            "exec",
+            id,
+            "sh",
+            "-c",
+            "for p in /proc/[0-9]*; do cat $p/cmdline; echo; done 2>/dev/null",
+        ]);
+        String::from_utf8_lossy(&out.stdout).replace('\0', " ")
+    };
+    rt.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+        "sleep",
+        "4321",
+    ]);
+    let proxy: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        guest_cmdlines().contains("sleep 4321"),
+        "exec'd sleep not seen in the guest"
+    );
+    // SAFETY: kill takes integers only.
+    assert_eq!(unsafe { libc::kill(proxy, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while guest_cmdlines().contains("sleep 4321") {
+        assert!(
+            Instant::now() < deadline,
+            "the guest process outlived its killed exec proxy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = fs::remove_file(&pid_file);
 }
 

@@ -780,6 +780,12 @@ fn microvm_exec(docker: &dyn Fn(&[&str]) -> Output, dir: &Path, cid: &str) {
     // Every exec proxy is gone once its process ended.
     let left = text(&sh("pgrep -x cordon-exec; true").stdout);
     assert!(left.trim().is_empty(), "exec proxies left: {left}");
+    // A detached exec outlives nothing: when the container's process ends, it and its proxy
+    // go (checked with the other processes at the end of the test).
+    let out = docker(&["exec", "-d", cid, "sleep", "1000"]);
+    assert!(out.status.success(), "exec -d: {}", text(&out.stderr));
+    let proxies = text(&sh("pgrep -x cordon-exec; true").stdout);
+    assert!(!proxies.trim().is_empty(), "exec -d: no exec proxy running");
 }
 
 /// The microvm tier as a Docker runtime and through ctr's annotation.
@@ -872,6 +878,19 @@ fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
     std::thread::sleep(Duration::from_millis(500));
     assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
     assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
+    // The detached exec's proxy went with the container's process.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = text(&sh("pgrep -x cordon-exec; true").stdout);
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exec proxies outlived the container: {left}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let logs = text(&docker(&["logs", &cid]).stdout);
     let kib: u64 = logs
         .split_whitespace()
