@@ -535,11 +535,66 @@ fn lifecycle_of_the_sentry_and_microvm_tiers() {
     }
 }
 
+/// Whether `uid` (and gid) can connect to the unix socket `path`, tried in a forked child;
+/// `None` if the child could not take that identity.
+fn connect_as(uid: u32, path: &Path) -> Option<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::sa_family_t::try_from(libc::AF_UNIX).unwrap();
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_un>()).unwrap();
+    let bytes = path.as_os_str().as_bytes();
+    assert!(
+        bytes.len() < addr.sun_path.len(),
+        "{} is too long",
+        path.display()
+    );
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: the child makes only async-signal-safe calls (setres*id, socket, connect,
+    // _exit) on data prepared before the fork.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            if libc::setresgid(uid, uid, uid) != 0 || libc::setresuid(uid, uid, uid) != 0 {
+                libc::_exit(3);
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let r = libc::connect(fd, std::ptr::addr_of!(addr).cast(), len);
+            libc::_exit(if r == 0 { 0 } else { 1 });
+        }
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+        match libc::WEXITSTATUS(st) {
+            0 => Some(true),
+            1 => Some(false),
+            _ => None,
+        }
+    }
+}
+
 /// `exec` into a running microvm container: the process runs in the guest; the runtime (or,
 /// with --detach, the exec proxy its pid file names) stands for it: exit status, death by the
 /// same signal, signals passed on.
 fn microvm_exec(rt: &Runtime, id: &str, bundle: &Bundle) {
     use std::os::unix::process::ExitStatusExt;
+    // The keeper's exec socket: root's only (another uid cannot start processes in the VM).
+    let sock = rt.root.join(id).join("exec.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", sock.display());
+    assert_eq!(
+        connect_as(0, &sock),
+        Some(true),
+        "root cannot connect to {}",
+        sock.display()
+    );
+    assert_eq!(
+        connect_as(65534, &sock),
+        Some(false),
+        "nobody connected to {}",
+        sock.display()
+    );
     let out = rt.cmd(&["exec", id, "sh", "-c", "echo in-guest; exit 5"]);
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "in-guest\n");
