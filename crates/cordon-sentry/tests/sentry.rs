@@ -5,53 +5,17 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!(
-                "SKIPPED: {} needs root (namespaces and cgroups)",
-                module_path!()
-            );
-            return;
-        }
-    };
-}
+use cordon_testkit::{require_root, workspace_binary};
 
 /// The `cordon` binary of this build's profile, built on first use (this crate's tests do not
 /// build cordon-cli's binary by themselves).
-fn cordon_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("profile directory");
-        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
-        let profile = if profile == "debug" { "dev" } else { profile };
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "cordon-cli", "--profile", profile])
-            .arg("--manifest-path")
-            .arg(root)
-            .status()
-            .expect("running cargo build -p cordon-cli");
-        assert!(status.success(), "cargo build -p cordon-cli failed");
-        dir.join("cordon")
-    })
+fn cordon_binary() -> PathBuf {
+    workspace_binary(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../.."),
+        "cordon-cli",
+        "cordon",
+    )
 }
 
 fn workloads() -> PathBuf {
