@@ -379,7 +379,7 @@ fn status_field(pid: u32, name: &str) -> String {
 }
 
 /// The VMM `qemu` runs as a non-root uid/gid of its own with no capabilities at all,
-/// no_new_privs and a seccomp filter, in namespaces of its own (mount, net, ipc, uts), with a
+/// no_new_privs and a seccomp filter, in namespaces of its own (mount, PID, net, ipc, uts), with a
 /// root holding only /usr (read-only), a few device nodes and a /proc that shows it only
 /// itself.
 fn assert_vmm_confined(qemu: u32) {
@@ -400,7 +400,10 @@ fn assert_vmm_confined(qemu: u32) {
     }
     assert_eq!(status_field(qemu, "NoNewPrivs"), "1");
     assert_eq!(status_field(qemu, "Seccomp"), "2");
-    for ns in ["mnt", "net", "ipc", "uts"] {
+    // PID 1 of a PID namespace of its own.
+    let nspid = status_field(qemu, "NSpid");
+    assert_eq!(nspid.split_whitespace().last(), Some("1"), "NSpid: {nspid}");
+    for ns in ["mnt", "net", "ipc", "uts", "pid"] {
         let theirs = fs::read_link(format!("/proc/{qemu}/ns/{ns}")).unwrap();
         let ours = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
         assert_ne!(theirs, ours, "qemu {qemu} shares the {ns} namespace");

@@ -300,10 +300,19 @@ impl Vmm for Qemu {
             .stderr(Stdio::from(OwnedFd::from(console_err)))
             .env_clear()
             .env("PATH", "/usr/bin:/bin");
+        // The VMM becomes PID 1 of a PID namespace of its own, a sibling of the forked
+        // process (which reports its pid on this pipe and exits): a child of this process.
+        let (pid_r, pid_w) = sys::pipe().map_err(io("creating the VMM's pid pipe"))?;
+        let own_pidfd =
+            sys::pidfd_open(std::process::id()).map_err(io("opening a pidfd for cordon"))?;
+        let pid_ns = sys::PidNamespace {
+            report: pid_w.as_raw_fd(),
+            parent_pidfd: own_pidfd.as_raw_fd(),
+        };
         // SAFETY: the closure only makes async-signal-safe calls (confine_vmm_child's contract)
         // on fds that stay open in the parent until spawn returns.
         unsafe {
-            cmd.pre_exec(move || sys::confine_vmm_child(parent, &child_fds, who));
+            cmd.pre_exec(move || sys::confine_vmm_child(parent, &child_fds, who, Some(pid_ns)));
         }
         let nice = config.nice;
         // SAFETY: setpriority is async-signal-safe and takes plain integers.
@@ -315,11 +324,40 @@ impl Vmm for Qemu {
                 Ok(())
             });
         }
-        let process = cmd
-            .spawn()
-            .map_err(io(format!("starting {}", self.binary.display())))?;
-        drop((agent_q, qmp_q, console_q, inputs));
-        let pidfd = sys::pidfd_open(process.id()).map_err(io("opening a pidfd for qemu"))?;
+        let spawned = cmd.spawn();
+        drop((agent_q, qmp_q, console_q, inputs, pid_w, own_pidfd));
+        // The forked process wrote the VMM's pid before exiting (nothing if it failed first).
+        let mut buf = [0u8; 4];
+        let vmm_pid = match sys::read(pid_r.as_raw_fd(), &mut buf) {
+            Ok(4) => u32::try_from(i32::from_ne_bytes(buf)).ok(),
+            _ => None,
+        };
+        let mut forked = match spawned {
+            Ok(forked) => forked,
+            Err(e) => {
+                if let Some(pid) = vmm_pid {
+                    let _ = sys::wait_pid(pid);
+                }
+                return Err(io(format!("starting {}", self.binary.display()))(e));
+            }
+        };
+        let _ = forked.wait();
+        let Some(vmm_pid) = vmm_pid else {
+            return Err(VmmError::Monitor(
+                "the VMM's pid was not reported (its PID namespace could not be made)".into(),
+            ));
+        };
+        let pidfd = match sys::pidfd_open(vmm_pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = sys::wait_pid(vmm_pid);
+                return Err(io("opening a pidfd for qemu")(e));
+            }
+        };
+        let process = VmProcess::Child {
+            pid: vmm_pid,
+            status: None,
+        };
         let mut control = QemuControl {
             qmp: Qmp::new(qmp)?,
         };
@@ -333,7 +371,7 @@ impl Vmm for Qemu {
             ])?;
         }
         Ok(Vm {
-            process: VmProcess::Child(process),
+            process,
             pidfd,
             agent,
             console,

@@ -400,6 +400,103 @@ pub fn process_alive(pid: u32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// What [`enter_pid_namespace`] needs, made before fork.
+#[derive(Debug, Clone, Copy)]
+pub struct PidNamespace {
+    /// Write end of a pipe on which the VMM's pid (as the caller sees it) is reported.
+    pub report: RawFd,
+    /// A pidfd of the process that spawns the VMM: readable once it has exited.
+    pub parent_pidfd: RawFd,
+}
+
+/// Leaves the calling (forked) process for a sibling that is PID 1 of a new PID namespace:
+/// `clone(CLONE_NEWPID | CLONE_PARENT)` makes it a child of the same parent (which reaps it),
+/// its pid is written to `ns.report` as 4 native-endian bytes, and the forked process exits.
+/// Returns in the new process, after tying it to the parent's life (PDEATHSIG, and an exit if
+/// the parent is already gone: its pid cannot be named from inside the namespace, so the
+/// parent's pidfd tells).
+///
+/// # Safety
+/// Must only be called in the child between fork and exec (from `Command::pre_exec`). The new
+/// process is a raw clone: it must only make async-signal-safe calls until it execs.
+pub unsafe fn enter_pid_namespace(ns: PidNamespace) -> io::Result<()> {
+    let flags = libc::CLONE_NEWPID | libc::CLONE_PARENT | libc::SIGCHLD;
+    // SAFETY: clone without CLONE_VM and with a null stack forks: the new process runs on a
+    // copy of this stack. Both sides only make async-signal-safe calls from here on.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_ulong::try_from(flags).unwrap_or(0),
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if r > 0 {
+        let pid = i32::try_from(r).unwrap_or(0).to_ne_bytes();
+        // SAFETY: write/_exit are async-signal-safe; pid is 4 readable bytes.
+        unsafe {
+            libc::write(ns.report, pid.as_ptr().cast(), pid.len());
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: prctl takes no pointers; exit_if_gone only polls an fd.
+    unsafe {
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+        exit_if_gone(ns.parent_pidfd);
+    }
+    Ok(())
+}
+
+/// Exits at once if the process behind `pidfd` has exited.
+///
+/// # Safety
+/// Must only be called in the child between fork and exec.
+unsafe fn exit_if_gone(pidfd: RawFd) {
+    let mut p = libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll/_exit are async-signal-safe; p is one valid pollfd.
+    unsafe {
+        if libc::poll(&mut p, 1, 0) != 0 {
+            libc::_exit(1);
+        }
+    }
+}
+
+/// A pipe, both ends close-on-exec: (read, write).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: fds is writable for two ints.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two new fds nobody else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Waits for child `pid` to exit; returns its raw wait status.
+pub fn wait_pid(pid: u32) -> io::Result<i32> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid int to write.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 {
+            return Ok(status);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Who the VMM runs as, set up by [`confine_vmm_child`].
 #[derive(Debug, Clone, Copy)]
 pub struct VmmIdentity {
@@ -424,24 +521,35 @@ pub unsafe fn confine_vmm_child(
     parent: libc::pid_t,
     fds: &[RawFd],
     who: VmmIdentity,
+    pid_ns: Option<PidNamespace>,
 ) -> io::Result<()> {
-    // SAFETY: prctl/getppid/unshare are async-signal-safe and take no pointers; the callees
-    // share this function's contract.
+    // SAFETY: prctl/getppid/getpid/unshare are async-signal-safe and take no pointers; the
+    // callees share this function's contract.
     unsafe {
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
         if libc::getppid() != parent {
             libc::_exit(1);
+        }
+        // The uid comes from this process's pid, unique while it lives (and, with a PID
+        // namespace, this process is gone at once: the VMM's own pid there is 1).
+        let uid = who
+            .uid_base
+            .wrapping_add(u32::try_from(libc::getpid()).unwrap_or(0));
+        if let Some(ns) = pid_ns {
+            enter_pid_namespace(ns)?;
         }
         check(libc::unshare(libc::CLONE_NEWNS))?;
         // Best effort: a host without these namespaces still runs the VMM.
         let _ = libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS);
         enter_vmm_root(who.kvm_gid.is_some())?;
         place_fds(fds)?;
-        drop_to(who)?;
+        drop_to(who, uid)?;
         // A credential change clears the parent-death signal: set it again.
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
-        if libc::getppid() != parent {
-            libc::_exit(1);
+        match pid_ns {
+            Some(ns) => exit_if_gone(ns.parent_pidfd),
+            None if libc::getppid() != parent => libc::_exit(1),
+            None => {}
         }
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
     }
@@ -570,7 +678,7 @@ pub unsafe fn enter_vmm_root(kvm: bool) -> io::Result<()> {
 ///
 /// # Safety
 /// Must only be called in the child between fork and exec. Allocates nothing.
-pub unsafe fn drop_to(who: VmmIdentity) -> io::Result<()> {
+pub unsafe fn drop_to(who: VmmIdentity, uid: u32) -> io::Result<()> {
     // SAFETY: prctl/getpid/setgroups/setresgid/setresuid are async-signal-safe; setgroups
     // reads `groups` (a local array) for the given length.
     unsafe {
@@ -593,9 +701,6 @@ pub unsafe fn drop_to(who: VmmIdentity) -> io::Result<()> {
         let groups = [who.kvm_gid.unwrap_or(0)];
         let n = usize::from(who.kvm_gid.is_some());
         check(libc::setgroups(n, groups.as_ptr()))?;
-        let uid = who
-            .uid_base
-            .wrapping_add(u32::try_from(libc::getpid()).unwrap_or(0));
         check(libc::setresgid(who.gid, who.gid, who.gid))?;
         check(libc::setresuid(uid, uid, uid))?;
     }
@@ -700,7 +805,7 @@ mod tests {
         // SAFETY: confine_vmm_child only makes async-signal-safe calls, on fds that stay open
         // here until the command has run.
         unsafe {
-            cmd.pre_exec(move || confine_vmm_child(parent, &raw, who));
+            cmd.pre_exec(move || confine_vmm_child(parent, &raw, who, None));
         }
         let out = cmd.output().unwrap();
         let _ = std::fs::remove_dir_all(&dir);

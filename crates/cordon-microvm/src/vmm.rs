@@ -8,7 +8,6 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -104,8 +103,9 @@ pub trait VmControl: fmt::Debug + Send {
 /// Who holds the VMM process.
 #[derive(Debug)]
 pub enum VmProcess {
-    /// This process started it: it is killed and reaped here.
-    Child(Child),
+    /// This process started it (as its child, PID 1 of a PID namespace of its own): it is
+    /// killed and reaped here. `status` is its wait status once reaped.
+    Child { pid: u32, status: Option<i32> },
     /// A warm pool ([`crate::pool`]) started it and lent it to this process over `lease`; the
     /// pool kills it as soon as `lease` closes, so it cannot outlive this process.
     Leased { lease: UnixStream },
@@ -128,9 +128,11 @@ impl Vm {
     /// Kills the VMM (and reaps it, when it is our child). Idempotent.
     pub fn kill(&mut self) {
         match &mut self.process {
-            VmProcess::Child(child) => {
-                let _ = child.kill();
-                let _ = child.wait();
+            VmProcess::Child { pid, status } => {
+                if status.is_none() {
+                    let _ = crate::sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+                    *status = crate::sys::wait_pid(*pid).ok();
+                }
             }
             VmProcess::Leased { lease } => {
                 let _ = crate::sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
@@ -142,10 +144,16 @@ impl Vm {
     /// How the VMM ended (waits for it when it is our child).
     pub fn status(&mut self) -> String {
         match &mut self.process {
-            VmProcess::Child(child) => match child.wait() {
-                Ok(st) => st.to_string(),
-                Err(e) => e.to_string(),
-            },
+            VmProcess::Child { pid, status } => {
+                use std::os::unix::process::ExitStatusExt;
+                if status.is_none() {
+                    match crate::sys::wait_pid(*pid) {
+                        Ok(st) => *status = Some(st),
+                        Err(e) => return e.to_string(),
+                    }
+                }
+                std::process::ExitStatus::from_raw(status.unwrap_or(0)).to_string()
+            }
             VmProcess::Leased { .. } => "exited (a pooled VM: its pool reaped it)".to_string(),
         }
     }
@@ -153,7 +161,7 @@ impl Vm {
     /// The VMM's process id.
     pub fn pid(&self) -> Option<u32> {
         match &self.process {
-            VmProcess::Child(child) => Some(child.id()),
+            VmProcess::Child { pid, .. } => Some(*pid),
             VmProcess::Leased { .. } => None,
         }
     }
