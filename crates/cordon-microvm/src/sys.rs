@@ -785,35 +785,55 @@ mod tests {
             try 'echo x > /usr/cordon-probe'
             try 'echo x > /cordon-probe'
             try 'echo x > /proc/sys/kernel/hostname'
-            try 'kill -0 1'
-            try 'cat /proc/1/status'
+            try 'kill -0 $HOSTPID'
+            try 'cat /proc/$HOSTPID/status'
             try 'cat /proc/meminfo'
             try 'mount -t tmpfs none /dev'
             try 'umount /proc'
             try 'unshare -U true'
             try 'unshare -m true'
-            try 'ls -d /proc/$PPID'
+            echo "pid: $$"
             try 'ls /jail'
             echo x > /proc/self/fd/4 && echo "shared: writable"
             echo "id: $(id -u) $(id -G)"
         "#;
+        // This test process, by its pid on the host.
+        let host_pid = std::process::id().to_string();
+        let (pid_r, pid_w) = pipe().unwrap();
+        let own_pidfd = pidfd_open(std::process::id()).unwrap();
+        let ns = PidNamespace {
+            report: pid_w.as_raw_fd(),
+            parent_pidfd: own_pidfd.as_raw_fd(),
+        };
         let mut cmd = std::process::Command::new("/usr/bin/sh");
         cmd.args(["-c", script])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
+            .env("HOSTPID", &host_pid)
             .stdin(std::process::Stdio::null());
         // SAFETY: confine_vmm_child only makes async-signal-safe calls, on fds that stay open
         // here until the command has run.
         unsafe {
-            cmd.pre_exec(move || confine_vmm_child(parent, &raw, who, None));
+            cmd.pre_exec(move || confine_vmm_child(parent, &raw, who, Some(ns)));
         }
+        // Returns once the shell (a child of this process, as the VMM is of cordon) has
+        // closed its output; it is then reaped by the pid it reported.
         let out = cmd.output().unwrap();
+        drop(pid_w);
+        let mut buf = [0u8; 4];
+        assert_eq!(read(pid_r.as_raw_fd(), &mut buf).unwrap(), 4);
+        let shell = u32::try_from(i32::from_ne_bytes(buf)).unwrap();
+        let shell_status = wait_pid(shell).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success(),
+            out.status.success() && shell_status == 0,
             "{text}{}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("pid: 1\n"),
+            "not PID 1 of its own namespace: {text}"
         );
         assert!(!text.contains("ALLOWED"), "{text}");
         assert!(text.contains("shared: writable"), "{text}");
