@@ -4,29 +4,11 @@
 //! must return messages or an error, never panic, and never buffer a frame larger than the
 //! protocol's limit). Seeded xorshift; `CORDON_FUZZ_ITERS` runs longer.
 
+use cordon_testkit::Xorshift;
+
 use cordon_agent::protocol::{ExecRequest, ExitReport, FrameBuffer, GuestMsg, HostMsg, RunRequest};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
-    }
-    /// Up to `max - 1` random bytes.
-    fn blob(&mut self, max: usize) -> Vec<u8> {
-        let n = self.below(max);
-        self.bytes(n)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next().to_le_bytes()[0]).collect()
-    }
-}
+type Rng = Xorshift;
 
 fn iters(default: u64) -> u64 {
     std::env::var("CORDON_FUZZ_ITERS")
@@ -116,7 +98,7 @@ fn next_host(fb: &mut FrameBuffer) -> Result<Option<String>, String> {
 
 #[test]
 fn valid_guest_streams_survive_any_split() {
-    let mut rng = Rng(0x5eed_0001);
+    let mut rng = Rng::new(0x5eed_0001);
     for _ in 0..iters(2000) {
         let msgs = guest_messages(&mut rng);
         let stream: Vec<u8> = msgs.iter().flat_map(GuestMsg::encode).collect();
@@ -129,7 +111,7 @@ fn valid_guest_streams_survive_any_split() {
 
 #[test]
 fn hostile_guest_streams_never_panic() {
-    let mut rng = Rng(0x5eed_0002);
+    let mut rng = Rng::new(0x5eed_0002);
     for i in 0..iters(5000) {
         let mut stream: Vec<u8> = guest_messages(&mut rng)
             .iter()
@@ -156,7 +138,7 @@ fn hostile_guest_streams_never_panic() {
             _ => stream.truncate(rng.below(stream.len())),
         }
         let result = std::panic::catch_unwind(|| {
-            let mut r = Rng(i + 7);
+            let mut r = Rng::new(i + 7);
             decode_chunked(&stream, &mut r, next_guest)
         });
         assert!(
@@ -168,7 +150,7 @@ fn hostile_guest_streams_never_panic() {
 
 #[test]
 fn hostile_host_streams_never_panic_the_agent() {
-    let mut rng = Rng(0x5eed_0003);
+    let mut rng = Rng::new(0x5eed_0003);
     let run = HostMsg::Run(RunRequest {
         argv: vec!["/bin/true".into()],
         env: vec![("A".into(), "b".into())],
@@ -209,7 +191,7 @@ fn hostile_host_streams_never_panic_the_agent() {
             stream[at] = rng.bytes(1)[0];
         }
         let result = std::panic::catch_unwind(|| {
-            let mut r = Rng(i + 11);
+            let mut r = Rng::new(i + 11);
             decode_chunked(&stream, &mut r, next_host)
         });
         assert!(
@@ -223,7 +205,7 @@ fn hostile_host_streams_never_panic_the_agent() {
 /// and the keeper's decoders read these).
 #[test]
 fn valid_host_exec_streams_survive_any_split() {
-    let mut rng = Rng(0x5eed_0004);
+    let mut rng = Rng::new(0x5eed_0004);
     for _ in 0..iters(1000) {
         let msgs = [
             HostMsg::ExecStart {

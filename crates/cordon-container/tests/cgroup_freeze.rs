@@ -9,20 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cordon_container::cgroup;
-use cordon_testkit::require_root;
-
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-
-fn is_cgroup2(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs is plain old data; the kernel fills it on success.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_type == CGROUP2_SUPER_MAGIC
-}
+use cordon_testkit::{cgroup2_mount, require_root};
 
 /// A shell that writes an increasing count to a file, in the cgroup `dir`; killed on drop.
 struct Counter {
@@ -99,13 +86,12 @@ fn wait_frozen(dirs: &[PathBuf], want: bool) {
 #[test]
 fn freeze_and_thaw_on_cgroup_v2() {
     require_root!();
-    let Some(root) = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| is_cgroup2(p))
-    else {
-        eprintln!("SKIPPED: {}: no cgroup2 hierarchy", module_path!());
-        return;
+    let root = match cgroup2_mount() {
+        Ok(root) => root,
+        Err(why) => {
+            eprintln!("SKIPPED: {}: {why}", module_path!());
+            return;
+        }
     };
     let dir = root.join(format!("cordon-freeze-test-{}", std::process::id()));
     fs::create_dir(&dir).unwrap();

@@ -8,34 +8,25 @@
 //! rules, which v2 enforces with an eBPF program rather than a controller, are tested for real.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cordon_container::{sandbox_config, ContainerTier, DeviceRule};
 use cordon_sandbox::{ExitOutcome, RunningSandbox, SandboxSpec};
-use cordon_testkit::require_root;
+use cordon_testkit::{cgroup2_mount, require_root};
 
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-
-fn is_cgroup2(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
+/// The cgroup2 mount to test on; without one the test prints why it is skipped and returns.
+macro_rules! cgroup2_or_skip {
+    () => {
+        match cgroup2_mount() {
+            Ok(root) => root,
+            Err(why) => {
+                eprintln!("SKIPPED: {}: {why}", module_path!());
+                return;
+            }
+        }
     };
-    // SAFETY: statfs is plain old data; the kernel fills it on success.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_type == CGROUP2_SUPER_MAGIC
-}
-
-/// The cgroup2 mount to test on, or why there is none.
-fn cgroup2_root() -> Result<PathBuf, String> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| is_cgroup2(p))
-        .ok_or_else(|| "no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified".into())
 }
 
 /// The tests look at the set of groups under cordon/: one at a time.
@@ -74,13 +65,7 @@ fn sandbox_groups(root: &Path) -> Vec<String> {
 #[test]
 fn sandbox_runs_in_its_own_group_and_a_timeout_kills_the_group() {
     require_root!();
-    let root = match cgroup2_root() {
-        Ok(r) => r,
-        Err(why) => {
-            eprintln!("SKIPPED: {}: {why}", module_path!());
-            return;
-        }
-    };
+    let root = cgroup2_or_skip!();
     let _one_at_a_time = serial();
     // A parent that forks a grandchild: killing the group must take both.
     let spec = unlimited(&["/bin/sh", "-c", "sleep 60 & sleep 60; wait"]);
@@ -150,13 +135,7 @@ fn sandbox_runs_in_its_own_group_and_a_timeout_kills_the_group() {
 #[test]
 fn asking_for_a_missing_controller_is_a_clear_error_and_leaves_nothing() {
     require_root!();
-    let root = match cgroup2_root() {
-        Ok(r) => r,
-        Err(why) => {
-            eprintln!("SKIPPED: {}: {why}", module_path!());
-            return;
-        }
-    };
+    let root = cgroup2_or_skip!();
     let _one_at_a_time = serial();
     let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
     if controllers.split_whitespace().any(|c| c == "pids") {
@@ -198,13 +177,7 @@ fn asking_for_a_missing_controller_is_a_clear_error_and_leaves_nothing() {
 #[test]
 fn device_rules_become_an_ebpf_program_that_denies_other_devices() {
     require_root!();
-    let root = match cgroup2_root() {
-        Ok(r) => r,
-        Err(why) => {
-            eprintln!("SKIPPED: {}: {why}", module_path!());
-            return;
-        }
-    };
+    let root = cgroup2_or_skip!();
     let _one_at_a_time = serial();
     let script =
         "echo x > /dev/null || exit 3; head -c1 /dev/zero >/dev/null 2>/dev/null && exit 4; exit 0";

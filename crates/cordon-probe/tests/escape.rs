@@ -27,6 +27,7 @@ use cordon_probe::verdict::Verdict;
 use cordon_sandbox::parse::{parse_duration, parse_size};
 use cordon_sandbox::{RunningSandbox, SandboxSpec, TierKind};
 use cordon_sentry::{AuditSink, SentryTier};
+use cordon_testkit::is_root;
 
 const PROBE_BIN: &str = env!("CARGO_BIN_EXE_cordon-probe");
 /// Where the `cordon run` stand-in records its pid, so its cgroups can be checked.
@@ -88,17 +89,6 @@ fn wanted(args: &[String]) -> bool {
         }
     }
     filters.is_empty() || CHECKS.iter().any(|c| filters.iter().any(|f| c.contains(f)))
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// The `cordon run` options the harness uses, turned into a sandbox of the container tier

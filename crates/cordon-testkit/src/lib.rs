@@ -5,7 +5,10 @@
 //! - [`workspace_binary`]: a binary of another workspace crate, built on first use with the
 //!   calling test's profile (`cargo test -p X` only builds X's own binaries);
 //! - [`output_with_stdin`]: run a child with piped stdio, feeding stdin from a thread so a
-//!   child that never reads it cannot deadlock the test.
+//!   child that never reads it cannot deadlock the test;
+//! - [`cgroup2_mount`]: the host's cgroup2 hierarchy (pure v2 or the unified mount of a hybrid
+//!   host), or why there is none;
+//! - [`Xorshift`]: the seeded generator of the fuzz-style tests (reproducible, no dependency).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -117,6 +120,70 @@ pub fn output_with_stdin(cmd: &mut Command, stdin: Option<&[u8]>) -> (u32, Outpu
     (pid, out)
 }
 
+/// The cgroup2 hierarchy to test on: /sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified
+/// on a hybrid one; `Err` says why there is none.
+pub fn cgroup2_mount() -> Result<PathBuf, String> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let is_cgroup2 = |path: &Path| {
+        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: statfs is plain old data; the kernel fills it on success.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+        let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+        rc == 0 && st.f_type == CGROUP2_SUPER_MAGIC
+    };
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| is_cgroup2(p))
+        .ok_or_else(|| "no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified".into())
+}
+
+/// xorshift64*: a small seeded generator, so a fuzz-style test's failing input can be
+/// regenerated from its seed.
+#[derive(Debug, Clone)]
+pub struct Xorshift(u64);
+
+impl Xorshift {
+    /// A generator from `seed` (0 is replaced: the sequence would stay at zero).
+    pub fn new(seed: u64) -> Self {
+        Xorshift(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-ish in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        let n64 = u64::try_from(n).unwrap_or(u64::MAX);
+        if n64 == 0 {
+            return 0;
+        }
+        usize::try_from(self.next_u64() % n64).unwrap_or(0)
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64().to_le_bytes()[0]).collect()
+    }
+
+    /// Fewer than `max` random bytes.
+    pub fn blob(&mut self, max: usize) -> Vec<u8> {
+        let n = self.below(max);
+        self.bytes(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +194,18 @@ mod tests {
         assert!(pid > 0);
         assert!(out.status.success());
         assert_eq!(out.stdout, b"hello\n");
+    }
+
+    #[test]
+    fn xorshift_is_reproducible_and_bounded() {
+        let (mut a, mut b) = (Xorshift::new(7), Xorshift::new(7));
+        for _ in 0..100 {
+            assert_eq!(a.next_u64(), b.next_u64());
+            assert!(a.below(10) < 10);
+            b.below(10);
+        }
+        assert_eq!(Xorshift::new(0).below(0), 0);
+        assert_ne!(Xorshift::new(0).next_u64(), 0);
     }
 
     #[test]
