@@ -75,7 +75,21 @@ fn signalfd(signals: &[i32]) -> std::io::Result<OwnedFd> {
     }
 }
 
+/// At most this much of stdin and signals waits for the keeper; stdin is not read beyond.
+const PENDING_LIMIT: usize = 256 << 10;
+
+fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
 /// Relays between this process's stdio and signals and the guest's process until it ends.
+/// The socket is non-blocking and what goes to the keeper is queued: the proxy keeps reading
+/// the process's output while its input waits (blocking on either side would deadlock with a
+/// keeper writing output to it).
 pub fn relay(mut sock: UnixStream) -> Ending {
     // SAFETY: ignoring SIGPIPE in this process (writes to a closed stdout fail with EPIPE).
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
@@ -86,28 +100,29 @@ pub fn relay(mut sock: UnixStream) -> Ending {
             return Ending::Exited(255);
         }
     };
+    if let Err(e) = sock.set_nonblocking(true) {
+        write_fd(
+            2,
+            format!("cordon: exec: configuring the socket: {e}\n").as_bytes(),
+        );
+        return Ending::Exited(255);
+    }
     let mut frames = FrameBuffer::default();
     let mut buf = vec![0u8; CHUNK];
     let mut stdin_open = true;
+    let mut pending: Vec<u8> = Vec::new();
     loop {
+        let mut sock_events = libc::POLLIN;
+        if !pending.is_empty() {
+            sock_events |= libc::POLLOUT;
+        }
         let mut fds = vec![
-            libc::pollfd {
-                fd: sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigs.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            pollfd(sock.as_raw_fd(), sock_events),
+            pollfd(sigs.as_raw_fd(), libc::POLLIN),
         ];
-        if stdin_open {
-            fds.push(libc::pollfd {
-                fd: 0,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+        let read_stdin = stdin_open && pending.len() < PENDING_LIMIT;
+        if read_stdin {
+            fds.push(pollfd(0, libc::POLLIN));
         }
         // SAFETY: `fds` is a valid array of pollfd of its length.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -121,32 +136,46 @@ pub fn relay(mut sock: UnixStream) -> Ending {
                 == 128
             {
                 let signal = i32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
-                let frame = HostMsg::ExecSignal { id: 0, signal }.encode();
-                let _ = sock.write_all(&frame);
+                pending.extend(HostMsg::ExecSignal { id: 0, signal }.encode());
             }
         }
-        if stdin_open && fds[2].revents != 0 {
+        if read_stdin && fds[2].revents != 0 {
             // SAFETY: `buf` is writable for its length.
             let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-            let frame = if n > 0 {
-                HostMsg::ExecStdin {
-                    id: 0,
-                    data: buf[..n.unsigned_abs()].to_vec(),
-                }
-            } else if n < 0
-                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            if n > 0 {
+                let data = buf[..n.unsigned_abs()].to_vec();
+                pending.extend(HostMsg::ExecStdin { id: 0, data }.encode());
+            } else if n == 0
+                || !matches!(
+                    std::io::Error::last_os_error().kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                )
             {
-                continue;
-            } else {
                 stdin_open = false;
-                HostMsg::ExecStdinEof { id: 0 }
-            };
-            let _ = sock.write_all(&frame.encode());
+                pending.extend(HostMsg::ExecStdinEof { id: 0 }.encode());
+            }
         }
-        if fds[0].revents != 0 {
+        while !pending.is_empty() {
+            match sock.write(&pending) {
+                Ok(n) if n > 0 => {
+                    pending.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Full (WouldBlock) or gone (the read side below says so).
+                _ => break,
+            }
+        }
+        if fds[0].revents & !libc::POLLOUT != 0 {
             let n = match sock.read(&mut buf) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    continue
+                }
                 Err(_) => 0,
             };
             if n == 0 {

@@ -598,6 +598,32 @@ fn microvm_exec(rt: &Runtime, id: &str, bundle: &Bundle) {
     let out = rt.cmd(&["exec", id, "sh", "-c", "echo in-guest; exit 5"]);
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "in-guest\n");
+    // stdin through the guest and back, larger than the socket buffers (input and output
+    // flow at once), byte for byte.
+    let blob: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24).to_le_bytes()[0])
+        .collect();
+    let input = bundle.dir.join("exec-in");
+    let output = bundle.dir.join("exec-out");
+    fs::write(&input, &blob).unwrap();
+    let status = Command::new(&rt.bin)
+        .arg("--root")
+        .arg(&rt.root)
+        .args(["exec", id, "cat"])
+        .stdin(fs::File::open(&input).unwrap())
+        .stdout(fs::File::create(&output).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let echoed = fs::read(&output).unwrap();
+    let _ = (fs::remove_file(&input), fs::remove_file(&output));
+    assert!(status.success(), "exec cat: {status}");
+    assert!(
+        echoed == blob,
+        "exec cat gave {} of {} bytes back, or others",
+        echoed.len(),
+        blob.len()
+    );
     let out = rt.cmd(&["exec", id, "sh", "-c", "kill -USR1 $$"]);
     assert_eq!(out.status.signal(), Some(libc::SIGUSR1), "{out:?}");
     let pid_file = bundle.dir.join("exec.pid");
