@@ -818,6 +818,12 @@ fn exec_microvm(
                 .into(),
         ));
     }
+    if a.preserve_fds.unwrap_or(0) > 0 {
+        return Err(OciError::Usage(
+            "--preserve-fds is not supported by the microvm tier (the process runs in the guest)"
+                .into(),
+        ));
+    }
     let req = cordon_agent::protocol::ExecRequest {
         argv: process.argv.clone(),
         env: process
