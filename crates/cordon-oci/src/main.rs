@@ -525,7 +525,9 @@ fn parse_signal(s: &str) -> Result<i32, OciError> {
 fn kill_and_wait(record: &Record, sig: i32) -> bool {
     // SAFETY: kill takes integers only.
     unsafe { libc::kill(record.pid, sig) };
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Generous: a thawed v1 freezer group on a loaded host can take seconds to run its tasks
+    // into their SIGKILL.
+    let deadline = Instant::now() + Duration::from_secs(15);
     while record.alive() {
         if Instant::now() >= deadline {
             return false;
