@@ -554,6 +554,31 @@ fn containerd_and_docker_run_containers_through_cordon() {
     );
 }
 
+/// `--pids-limit 10` under `runtime`: a shell starting 30 background sleeps must hit the
+/// limit (the shell reports a failed fork) rather than finish them all.
+fn pids_limit_enforced(docker: &dyn Fn(&[&str]) -> Output, runtime: &str) {
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        runtime,
+        "--network",
+        "none",
+        "--pids-limit",
+        "10",
+        "cordon-busybox",
+        "sh",
+        "-c",
+        "for i in $(seq 30); do sleep 2 & done; wait; echo done",
+    ]);
+    assert!(
+        text(&out.stderr).contains("fork"),
+        "{runtime}: pids limit not enforced: {} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 /// The sentry tier as a Docker runtime (`runtimeArgs: ["--tier=sentry"]`).
 fn sentry_under_docker(docker: &dyn Fn(&[&str]) -> Output) {
     let out = docker(&[
@@ -606,6 +631,7 @@ fn sentry_under_docker(docker: &dyn Fn(&[&str]) -> Output) {
         "sentry memory limit: {}",
         text(&out.stdout)
     );
+    pids_limit_enforced(docker, "cordon-sentry");
     // docker exec runs under the same supervision; stop and kill -s reach the workload.
     let cid = text(
         &docker(&[
@@ -824,6 +850,8 @@ fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
         "microvm: the guest runs the host's kernel"
     );
     assert_eq!(lines[4], "lo", "microvm: network devices: {stdout}");
+    // The limit is the guest's pids cgroup (the VMM's threads are not counted on the host).
+    pids_limit_enforced(docker, "cordon-microvm");
     // A detached VM: --memory sizes the guest and the cgroup (plus the VMM's headroom), `docker
     // top` lists the keeper and the VMM, exec runs in the guest, kill -s and stop reach it.
     let out = docker(&[
