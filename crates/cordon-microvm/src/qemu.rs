@@ -6,9 +6,10 @@
 //! file it reads (kernel, initramfs, disk images, snapshot RAM and state) is opened here and
 //! inherited as an fd it names `/proc/self/fd/N` or `/dev/fdset/N`. It runs with qemu's seccomp
 //! sandbox (`-sandbox on`, no spawning, no privilege changes), in its own mount/network/IPC/UTS
-//! namespaces with a root of its own (read-only `/usr`, a few device nodes, a `/proc` showing
-//! only itself: [`sys::enter_vmm_root`]), as a uid of its own with no capabilities and
-//! no_new_privs ([`VMM_UID_BASE`]), and dies with cordon (PDEATHSIG).
+//! namespaces, as PID 1 of a PID namespace of its own ([`sys::enter_pid_namespace`]), with a
+//! root of its own (read-only `/usr`, a few device nodes, a `/proc` showing only itself:
+//! [`sys::enter_vmm_root`]), as a uid of its own with no capabilities and no_new_privs
+//! ([`VMM_UID_BASE`]), and dies with cordon (PDEATHSIG).
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -25,8 +26,9 @@ use crate::qmp::Qmp;
 use crate::sys;
 use crate::vmm::{io, Accel, GuestMemory, Vm, VmConfig, VmControl, VmProcess, Vmm, VmmError};
 
-/// The VMM runs as uid `VMM_UID_BASE + its pid` (no passwd entry; unique among live VMMs, so
-/// one VMM cannot signal, trace or see another) ...
+/// The VMM runs as uid `VMM_UID_BASE + pid`, the pid of the process forked for it (no passwd
+/// entry; unique among live VMMs, so one VMM cannot signal, trace or see another even without
+/// its PID namespace) ...
 pub const VMM_UID_BASE: u32 = 2_000_000_000;
 /// ... and gid `VMM_GID` (no group entry), the group of the snapshot RAM files it must open
 /// read-write (qemu 7.2 opens a `memory-backend-file` read-write even for a private mapping).

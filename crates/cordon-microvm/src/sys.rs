@@ -500,8 +500,9 @@ pub fn wait_pid(pid: u32) -> io::Result<i32> {
 /// Who the VMM runs as, set up by [`confine_vmm_child`].
 #[derive(Debug, Clone, Copy)]
 pub struct VmmIdentity {
-    /// The VMM's uid is this plus its own pid: unique among live VMMs, so one VMM can neither
-    /// signal, trace nor see another (its /proc shows only processes of its own uid).
+    /// The VMM's uid is this plus the pid of the process forked for it: unique among live
+    /// VMMs, so one VMM can neither signal, trace nor see another (its /proc shows only
+    /// processes of its own uid), PID namespace aside.
     pub uid_base: u32,
     /// The VMM's gid (shared by every VMM; the files a VMM must open read-write belong to it).
     pub gid: u32,
