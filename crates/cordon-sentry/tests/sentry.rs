@@ -293,6 +293,22 @@ fn user_identity_applies_to_supervised_calls() {
     assert!(err.contains("/tmp/l: Permission denied"), "{err}");
 }
 
+/// runsc (2022) leaves its cgroups, named after the container id, under every hierarchy's root
+/// after `delete`: remove them (they are empty once the sandbox is gone).
+fn remove_runsc_cgroups(id: &str) {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![root.join(id)];
+    for entry in fs::read_dir(root).into_iter().flatten().flatten() {
+        dirs.push(entry.path().join(id));
+    }
+    for dir in dirs {
+        if dir.is_dir() {
+            let _ = fs::remove_dir(&dir);
+            assert!(!dir.exists(), "{} could not be removed", dir.display());
+        }
+    }
+}
+
 /// The compatibility set (workloads/compat-set.sh: python3 files, json, sqlite3, subprocess,
 /// threads, signals, unix and loopback TCP/UDP sockets; a shell pipeline under dash and under
 /// busybox; a static C program with threads) under the container tier, the sentry tier and
@@ -461,6 +477,7 @@ fn run_runsc_in(runsc: &Path, dir: &Path, prog_dir: &Path, cmd: &[&str]) -> Resu
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
+    remove_runsc_cgroups(&id);
     let out = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
     if stdout_items(&out) == 0 {
         let e = fs::read_to_string(dir.join("stderr")).unwrap_or_default();
