@@ -14,21 +14,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use cordon_testkit::is_root;
+
 const CORDON: &str = env!("CARGO_BIN_EXE_cordon");
 
 static SERIAL: Mutex<()> = Mutex::new(());
 static READY: OnceLock<Result<(), String>> = OnceLock::new();
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 /// Root, qemu and the assets, or why not.
 fn prerequisites() -> Result<(), String> {

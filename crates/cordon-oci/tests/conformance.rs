@@ -9,20 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cordon_testkit::is_root;
+
 use serde_json::{json, Value};
 
 const CORDON_OCI: &str = env!("CARGO_BIN_EXE_cordon-oci");
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 /// A runtime under test with its own state root.
 struct Runtime {

@@ -7,20 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cordon_testkit::is_root;
+
 const CORDON_OCI: &str = env!("CARGO_BIN_EXE_cordon-oci");
 const IMAGE: &str = "docker.io/library/cordon-busybox:latest";
 const NS: &str = "cordon-engine-test";
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 fn sh(script: &str) -> Output {
     Command::new("sh")
