@@ -355,18 +355,7 @@ fn create_in(
         record.pid = kept.pid;
         record.pid_start = state::start_time(kept.pid).unwrap_or(0);
         record.cgroup_dirs = kept.cgroup_dirs;
-        let saved = hooked
-            .and_then(|()| record.save(&ctx.root))
-            .and_then(|()| match &a.pid_file {
-                Some(p) => write_pid_file(p, record.pid),
-                None => Ok(()),
-            });
-        if let Err(e) = saved {
-            let _ = kill_and_wait(&record, libc::SIGKILL);
-            cgroup::remove_dirs(&record.cgroup_dirs);
-            return Err(e);
-        }
-        return Ok(record);
+        return persist_or_undo(ctx, record, a.pid_file.as_deref(), hooked);
     }
     if cfg.process.terminal {
         // With a terminal the engine gives `create` a pipe for its output and reads it to the
@@ -396,18 +385,7 @@ fn create_in(
         )),
         None => Ok(()),
     };
-    let saved = supervised
-        .and_then(|()| record.save(&ctx.root))
-        .and_then(|()| match &a.pid_file {
-            Some(p) => write_pid_file(p, record.pid),
-            None => Ok(()),
-        });
-    if let Err(e) = saved {
-        let _ = kill_and_wait(&record, libc::SIGKILL);
-        cgroup::remove_dirs(&record.cgroup_dirs);
-        return Err(e);
-    }
-    Ok(record)
+    persist_or_undo(ctx, record, a.pid_file.as_deref(), supervised)
 }
 
 /// Puts /dev/null on this process's fds 0, 1 and 2.
@@ -520,6 +498,29 @@ fn parse_signal(s: &str) -> Result<i32, OciError> {
         _ => return Err(OciError::Usage(format!("unknown signal {s:?}"))),
     };
     Ok(sig)
+}
+
+/// After `create` set the container up and `prior` (its last step) ran: saves the state and
+/// the pid file, or, if anything failed, kills the container and removes its cgroups so a
+/// failed `create` leaves nothing behind.
+fn persist_or_undo(
+    ctx: &Ctx,
+    record: Record,
+    pid_file: Option<&Path>,
+    prior: Result<(), OciError>,
+) -> Result<Record, OciError> {
+    let saved = prior
+        .and_then(|()| record.save(&ctx.root))
+        .and_then(|()| match pid_file {
+            Some(p) => write_pid_file(p, record.pid),
+            None => Ok(()),
+        });
+    if let Err(e) = saved {
+        let _ = kill_and_wait(&record, libc::SIGKILL);
+        cgroup::remove_dirs(&record.cgroup_dirs);
+        return Err(e);
+    }
+    Ok(record)
 }
 
 fn kill_and_wait(record: &Record, sig: i32) -> bool {
