@@ -176,7 +176,7 @@ pub fn confine_in(netns: BorrowedFd<'_>) -> Result<Confinement, ConfineError> {
     // Landlock would be the next layer, but a Landlock-restricted thread may not ptrace-access
     // (process_vm_readv, pidfd_getfd, /proc/PID/cwd) a process outside its domain, and the
     // workload is outside it; see docs/design.md. The ABI is reported so the gap is visible.
-    let landlock = match sys::landlock_abi() {
+    let landlock = match cordon_container::landlock::abi() {
         Some(abi) => format!("landlock ABI {abi} available; not applied to the supervisor itself (it would deny it ptrace access to the workload), enforced on the workload"),
         None => "landlock unavailable".to_string(),
     };

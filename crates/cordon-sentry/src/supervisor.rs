@@ -466,6 +466,26 @@ impl Supervisor {
         Ok((pfd, name))
     }
 
+    /// [`Self::target`] with `nofollow` and `empty` taken from a call's `AT_SYMLINK_NOFOLLOW`
+    /// and `AT_EMPTY_PATH` flags.
+    fn target_at(
+        &mut self,
+        call: &mut Call<'_>,
+        dirfd: i32,
+        path: &[u8],
+        at_flags: i32,
+        write: bool,
+    ) -> SysResult<OwnedFd> {
+        self.target(
+            call,
+            dirfd,
+            path,
+            at_flags & libc::AT_SYMLINK_NOFOLLOW != 0,
+            at_flags & libc::AT_EMPTY_PATH != 0,
+            write,
+        )
+    }
+
     /// An `O_PATH` fd for the object a stat-like call names (following the last symlink
     /// unless `nofollow`; `empty` allows the empty path for the dirfd itself).
     fn target(
@@ -539,14 +559,7 @@ impl Supervisor {
             libc::SYS_statx => {
                 let path = c.cstr(c.arg(1))?;
                 let flags = c.arg_i32(2);
-                let fd = self.target(
-                    c,
-                    c.arg_i32(0),
-                    &path,
-                    flags & libc::AT_SYMLINK_NOFOLLOW != 0,
-                    flags & libc::AT_EMPTY_PATH != 0,
-                    false,
-                )?;
+                let fd = self.target_at(c, c.arg_i32(0), &path, flags, false)?;
                 #[allow(clippy::cast_possible_truncation)]
                 let buf = sys::statx_empty(
                     fd.as_fd(),
@@ -820,14 +833,7 @@ impl Supervisor {
         flags: i32,
     ) -> SysResult<Reply> {
         let path = c.cstr(path_ptr)?;
-        let fd = self.target(
-            c,
-            dirfd,
-            &path,
-            flags & libc::AT_SYMLINK_NOFOLLOW != 0,
-            flags & libc::AT_EMPTY_PATH != 0,
-            false,
-        )?;
+        let fd = self.target_at(c, dirfd, &path, flags, false)?;
         let st = sys::fstat_empty(fd.as_fd())?;
         c.write(buf, as_bytes(&st))?;
         Ok(Reply::Val(0))
@@ -842,14 +848,7 @@ impl Supervisor {
         flags: i32,
     ) -> SysResult<Reply> {
         let path = c.cstr(path_ptr)?;
-        let fd = self.target(
-            c,
-            dirfd,
-            &path,
-            flags & libc::AT_SYMLINK_NOFOLLOW != 0,
-            flags & libc::AT_EMPTY_PATH != 0,
-            false,
-        )?;
+        let fd = self.target_at(c, dirfd, &path, flags, false)?;
         // SAFETY: the path is an empty C string; AT_EMPTY_PATH applies the check to `fd`.
         ret(unsafe {
             libc::syscall(
@@ -1053,14 +1052,7 @@ impl Supervisor {
         flags: i32,
     ) -> SysResult<Reply> {
         let path = c.cstr(path_ptr)?;
-        let fd = self.target(
-            c,
-            dirfd,
-            &path,
-            flags & libc::AT_SYMLINK_NOFOLLOW != 0,
-            flags & libc::AT_EMPTY_PATH != 0,
-            true,
-        )?;
+        let fd = self.target_at(c, dirfd, &path, flags, true)?;
         #[allow(clippy::cast_possible_truncation)]
         // SAFETY: the path is an empty C string; AT_EMPTY_PATH applies the call to `fd`.
         Ok(Reply::Val(ret(unsafe {

@@ -447,21 +447,6 @@ pub fn seccomp_install(program: &[libc::sock_filter]) -> io::Result<()> {
     .map(drop)
 }
 
-/// The Landlock ABI version the kernel offers, if any.
-pub fn landlock_abi() -> Option<i64> {
-    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
-    // SAFETY: the version query takes a null attribute pointer and size 0.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    (v > 0).then_some(v)
-}
-
 /// Waits (without a timeout) until `fd` hangs up or fails (readability is not waited for);
 /// returns its `revents`.
 pub fn poll_hangup(fd: BorrowedFd<'_>) -> io::Result<i16> {
