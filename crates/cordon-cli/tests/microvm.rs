@@ -9,12 +9,11 @@
 //! (`CORDON_MICROVM_POOL=off`), so a pool running on the host does not change what they see.
 
 use std::fs;
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use cordon_testkit::is_root;
+use cordon_testkit::{is_root, output_with_stdin};
 
 const CORDON: &str = env!("CARGO_BIN_EXE_cordon");
 
@@ -97,30 +96,11 @@ fn assert_no_vmm(pid: u32) {
 }
 
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(CORDON)
-        .env("CORDON_MICROVM_POOL", "off")
-        .arg("run")
-        .arg("--tier")
-        .arg("microvm")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning cordon");
-    let pid = child.id();
-    if let Some(data) = stdin {
-        let mut w = child.stdin.take().expect("stdin");
-        let data = data.to_vec();
-        std::thread::spawn(move || {
-            let _ = w.write_all(&data);
-        });
-    }
-    let out = child.wait_with_output().expect("waiting for cordon");
+    let mut cmd = Command::new(CORDON);
+    cmd.env("CORDON_MICROVM_POOL", "off")
+        .args(["run", "--tier", "microvm"])
+        .args(args);
+    let (pid, out) = output_with_stdin(&mut cmd, stdin);
     assert_no_vmm(pid);
     out
 }
