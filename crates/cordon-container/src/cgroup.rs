@@ -51,6 +51,10 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Cgr
     }
 }
 
+/// The directory under each hierarchy's root that holds `cordon run`'s sandboxes (what
+/// `cordon gc` scans).
+const SANDBOX_PARENT: &str = "cordon";
+
 /// Which cgroup layout the host has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
@@ -117,7 +121,7 @@ impl Layout {
     /// The `cordon` parent directories of every hierarchy in this layout.
     fn cordon_dirs(&self) -> Vec<PathBuf> {
         match self {
-            Layout::V2 { root } => vec![root.join("cordon")],
+            Layout::V2 { root } => vec![root.join(SANDBOX_PARENT)],
             Layout::V1 {
                 memory,
                 pids,
@@ -126,7 +130,7 @@ impl Layout {
             } => [memory, pids, cpu, devices]
                 .into_iter()
                 .flatten()
-                .map(|d| d.join("cordon"))
+                .map(|d| d.join(SANDBOX_PARENT))
                 .collect(),
         }
     }
@@ -181,13 +185,10 @@ pub struct SandboxCgroups {
 }
 
 impl SandboxCgroups {
-    /// Creates the sandbox's cgroups at `cordon/<id>` and writes its limits.
-    pub fn create(
-        layout: &Layout,
-        id: &str,
-        limits: &Limits,
-    ) -> Result<SandboxCgroups, CgroupError> {
-        SandboxCgroups::create_at(layout, &Path::new("cordon").join(id), limits, None)
+    /// Where `cordon run`'s sandbox `id` lives in each hierarchy: `cordon/<id>` (the OCI front
+    /// names its own paths).
+    pub fn default_path(id: &str) -> PathBuf {
+        Path::new(SANDBOX_PARENT).join(id)
     }
 
     /// Creates cgroups at `rel` (relative to each hierarchy's root; parents are created as

@@ -436,17 +436,14 @@ impl ContainerTier {
         let exec_candidates = exec_candidates(&p.argv[0], &env_pairs)?;
         let cwd = cstr(&p.cwd.to_string_lossy())?;
 
-        let default_rel;
-        let rel = match &cfg.cgroup.path {
-            Some(rel) => rel,
-            None => {
-                default_rel = Path::new("cordon").join(id);
-                &default_rel
-            }
-        };
+        let rel = cfg
+            .cgroup
+            .path
+            .clone()
+            .unwrap_or_else(|| SandboxCgroups::default_path(id));
         let cgroups = SandboxCgroups::create_at(
             &layout,
-            rel,
+            &rel,
             &cfg.cgroup.limits,
             cfg.cgroup.devices.as_deref(),
         )
