@@ -10,7 +10,7 @@
 //! The program tests the rules from last to first and returns at the first match.
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::config::DeviceRule;
 use crate::sys;
@@ -96,50 +96,41 @@ fn imm(n: u32) -> Result<i32, DeviceFilterError> {
 
 /// Compiles `rules` (in the order v1 would apply them, after an implicit deny of everything).
 pub fn compile(rules: &[DeviceRule]) -> Result<Vec<Insn>, DeviceFilterError> {
-    // Each rule's block, with its jumps to the next block left as "skip the rest of me".
+    // One block per rule, last rule first: its tests are conditional jumps past the end of the
+    // block (offsets fixed once the block is complete), then the verdict.
     let mut blocks: Vec<Vec<Insn>> = Vec::with_capacity(rules.len());
     for rule in rules.iter().rev() {
-        // Each test is a conditional jump past the end of the block; offsets are fixed below.
-        let mut tests: Vec<Insn> = Vec::new();
+        let mut block: Vec<Insn> = Vec::new();
         match rule.kind {
             'a' => {}
-            'b' => tests.push(insn(JMP_JNE_K, TYPE, 0, 0, DEV_BLOCK)),
-            'c' => tests.push(insn(JMP_JNE_K, TYPE, 0, 0, DEV_CHAR)),
+            'b' => block.push(insn(JMP_JNE_K, TYPE, 0, 0, DEV_BLOCK)),
+            'c' => block.push(insn(JMP_JNE_K, TYPE, 0, 0, DEV_CHAR)),
             other => return Err(DeviceFilterError::Kind(other)),
         }
         let allowed = access_bits(&rule.access)?;
-        let mut block = Vec::new();
         if allowed & 7 != 7 {
             // (requested & !allowed) != 0: the request wants something the rule does not cover.
             block.push(insn(ALU32_MOV_X, SCRATCH, ACCESS, 0, 0));
             block.push(insn(ALU32_AND_K, SCRATCH, 0, 0, !allowed));
-            tests.push(insn(JMP_JNE_K, SCRATCH, 0, 0, 0));
-        }
-        // Lay the tests out, the access computation just before its test.
-        let mut laid: Vec<Insn> = Vec::new();
-        for t in tests {
-            if t.regs & 0x0f == SCRATCH {
-                laid.append(&mut block);
-            }
-            laid.push(t);
+            block.push(insn(JMP_JNE_K, SCRATCH, 0, 0, 0));
         }
         if let Some(major) = rule.major {
-            laid.push(insn(JMP_JNE_K, MAJOR, 0, 0, imm(major)?));
+            block.push(insn(JMP_JNE_K, MAJOR, 0, 0, imm(major)?));
         }
         if let Some(minor) = rule.minor {
-            laid.push(insn(JMP_JNE_K, MINOR, 0, 0, imm(minor)?));
+            block.push(insn(JMP_JNE_K, MINOR, 0, 0, imm(minor)?));
         }
-        laid.push(insn(ALU64_MOV_K, R0, 0, 0, i32::from(rule.allow)));
-        laid.push(insn(JMP_EXIT, 0, 0, 0, 0));
+        block.push(insn(ALU64_MOV_K, R0, 0, 0, i32::from(rule.allow)));
+        block.push(insn(JMP_EXIT, 0, 0, 0, 0));
         // Every conditional jump goes to the instruction after this block.
-        let len = laid.len();
-        for (i, ins) in laid.iter_mut().enumerate() {
+        let len = block.len();
+        for (i, ins) in block.iter_mut().enumerate() {
             if ins.code == JMP_JNE_K {
                 ins.off = i16::try_from(len - i - 1)
                     .map_err(|_| DeviceFilterError::TooMany(rules.len()))?;
             }
         }
-        blocks.push(laid);
+        blocks.push(block);
     }
     let mut prog = vec![
         insn(LDX_MEM_W, TYPE, R1, CTX_ACCESS_TYPE, 0),
@@ -167,11 +158,7 @@ pub fn compile(rules: &[DeviceRule]) -> Result<Vec<Insn>, DeviceFilterError> {
 pub fn attach(cgroup: BorrowedFd<'_>, rules: &[DeviceRule]) -> Result<(), DeviceFilterError> {
     let prog = compile(rules)?;
     let fd: OwnedFd = sys::bpf_load_cgroup_device(&prog).map_err(DeviceFilterError::Load)?;
-    sys::bpf_attach_cgroup_device(cgroup, fd_borrow(&fd)).map_err(DeviceFilterError::Attach)
-}
-
-fn fd_borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
-    std::os::fd::AsFd::as_fd(fd)
+    sys::bpf_attach_cgroup_device(cgroup, fd.as_fd()).map_err(DeviceFilterError::Attach)
 }
 
 /// An interpreter for the programs [`compile`] emits, so the rules' semantics are testable
