@@ -25,6 +25,7 @@ mod fixture;
 mod markdown;
 mod measure;
 mod microvm;
+pub mod notify_floor;
 mod oci;
 mod phases;
 mod report;

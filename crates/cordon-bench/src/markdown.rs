@@ -206,7 +206,29 @@ fn headline(md: &mut String, r: &Results) {
             );
         }
         md.push('\n');
+        if tier == "cordon-sentry" {
+            floor_line(md, r, &peer);
+        }
     }
+}
+
+/// What the kernel mechanism alone costs next to the sentry and its peer (best runs, as in
+/// the headline): the share of the sentry's open+read+close that no supervisor can remove.
+fn floor_line(md: &mut String, r: &Results, peer: &str) {
+    let m = &r.metrics.syscall_ns;
+    let best = |metric: &str, rt: &str| m.get(metric).and_then(|x| x.get(rt)).map(|s| s.min);
+    let Some(floor) = best("notify_floor", "native") else {
+        return;
+    };
+    let sentry = best("open_read_close", "cordon-sentry");
+    let _ = writeln!(
+        md,
+        "Mechanism floor, same run: open+read+close with `openat` trapped by seccomp user notification and answered with the least work possible (copy the path, open, `ADDFD|SEND`; no policy), natively: **{}** (best run), {} of {peer}'s best run; the sentry's policy and confinement add {} on top (the sentry runs at {} the floor).\n",
+        fmt_ns(floor),
+        ratio(Some(floor), best("open_read_close", peer)),
+        sentry.map_or_else(|| "–".into(), |s| fmt_ns(s - floor)),
+        ratio(sentry, Some(floor)),
+    );
 }
 
 fn density_table(md: &mut String, r: &Results) {
@@ -496,6 +518,22 @@ pub(crate) fn render(r: &Results, charts: &[PathBuf]) -> String {
         "ns",
         fmt_num,
     );
+
+    if let Some(floor) = r.metrics.syscall_ns.get("notify_floor") {
+        md.push_str("### The sentry mechanism's floor\n\n`cordon-syscall-bench notify-floor`, natively: open+read+close of the same file with `openat` trapped by seccomp user notification and answered by a parent process with the least work any such supervisor must do (copy the path, open, install the fd with `ADDFD|SEND`, synchronous wake-ups). Measured only when the sentry tier is.\n\n| | p50 ns | p90 | min | max | n |\n|---|--:|--:|--:|--:|--:|\n");
+        for (name, s) in floor {
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {} | {} | {} |",
+                fmt_num(s.p50),
+                fmt_num(s.p90),
+                fmt_num(s.min),
+                fmt_num(s.max),
+                s.n
+            );
+        }
+        md.push('\n');
+    }
 
     md.push_str("## CPU (`cpu_ratio`)\n\nA fixed integer loop; time relative to native (1.00 = no overhead). The ratio compares best runs, the ones least disturbed by other load; the p50 ratio is shown too.\n\n| runtime | loop ms, best | p50 | max | ratio vs native (best) | ratio (p50) |\n|---|--:|--:|--:|--:|--:|\n");
     for name in r.names() {

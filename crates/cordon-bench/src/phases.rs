@@ -322,7 +322,19 @@ fn syscalls(runner: &Runner, fx: &Fixture, tracks: &mut [Track<'_>], p: &Params,
     let w = Workload::Syscalls {
         budget_ms: p.syscall_budget_ms,
     };
-    let (mut getppid, mut orc) = (Samples::new(), Samples::new());
+    let floor_w = Workload::NotifyFloor {
+        budget_ms: p.syscall_budget_ms,
+    };
+    let want_floor = tracks.iter().any(|t| {
+        matches!(
+            t.rt.launcher,
+            Launcher::Cordon {
+                tier: TierKind::Sentry,
+                ..
+            }
+        )
+    });
+    let (mut getppid, mut orc, mut floor) = (Samples::new(), Samples::new(), Samples::new());
     rounds(runner, tracks, "syscall_ns", p.syscall_reps, |_, t| {
         if t.skips("syscall_ns", &w) {
             return Ok(());
@@ -330,11 +342,19 @@ fn syscalls(runner: &Runner, fx: &Fixture, tracks: &mut [Track<'_>], p: &Params,
         let v = numbers(runner, fx, t.rt, &w, &["getppid_ns", "open_read_close_ns"])?;
         push(&mut getppid, t.rt, v[0]);
         push(&mut orc, t.rt, v[1]);
+        // The sentry mechanism's floor, in the same rounds as every runtime's figures.
+        if want_floor && t.rt.cannot_run(&floor_w).is_none() {
+            let v = numbers(runner, fx, t.rt, &floor_w, &["notify_floor_ns"])?;
+            push(&mut floor, t.rt, v[0]);
+        }
         Ok(())
     });
     m.syscall_ns.insert("getppid".into(), summarise(getppid));
     m.syscall_ns
         .insert("open_read_close".into(), summarise(orc));
+    if !floor.is_empty() {
+        m.syscall_ns.insert("notify_floor".into(), summarise(floor));
+    }
 }
 
 fn cpu(runner: &Runner, fx: &Fixture, tracks: &mut [Track<'_>], p: &Params, m: &mut Metrics) {

@@ -121,9 +121,19 @@ impl FromStr for Peer {
 pub(crate) enum Workload {
     True,
     Python,
-    Syscalls { budget_ms: u64 },
-    Cpu { iters: u64 },
-    Io { mib: u64 },
+    Syscalls {
+        budget_ms: u64,
+    },
+    /// The sentry mechanism's floor (`cordon_bench::notify_floor`): native only.
+    NotifyFloor {
+        budget_ms: u64,
+    },
+    Cpu {
+        iters: u64,
+    },
+    Io {
+        mib: u64,
+    },
     Idle,
 }
 
@@ -133,6 +143,7 @@ impl Workload {
             Workload::True => "true",
             Workload::Python => "python",
             Workload::Syscalls { .. } => "syscalls",
+            Workload::NotifyFloor { .. } => "notify-floor",
             Workload::Cpu { .. } => "cpu",
             Workload::Io { .. } => "io",
             Workload::Idle => "idle",
@@ -148,6 +159,10 @@ impl Workload {
             Workload::Syscalls { budget_ms } => {
                 let b = budget_ms.to_string();
                 v(&[bench, "syscalls", "--dir", tmp, "--budget-ms", &b])
+            }
+            Workload::NotifyFloor { budget_ms } => {
+                let b = budget_ms.to_string();
+                v(&[bench, "notify-floor", "--dir", tmp, "--budget-ms", &b])
             }
             Workload::Cpu { iters } => v(&[bench, "cpu", "--iters", &iters.to_string()]),
             Workload::Io { mib } => v(&[bench, "io", "--dir", tmp, "--mib", &mib.to_string()]),
@@ -248,6 +263,9 @@ impl Runtime {
 
     /// Why `w` cannot be measured in this runtime, if it cannot.
     pub(crate) fn cannot_run(&self, w: &Workload) -> Option<&'static str> {
+        if matches!(w, Workload::NotifyFloor { .. }) && !matches!(self.launcher, Launcher::Native) {
+            return Some("the mechanism floor is measured natively only");
+        }
         let needs_program = matches!(
             w,
             Workload::Syscalls { .. } | Workload::Cpu { .. } | Workload::Io { .. }

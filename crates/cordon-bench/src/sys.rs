@@ -1,6 +1,7 @@
 //! The few raw kernel calls `cordon bench` needs, each behind a safe function: host mounts for
 //! the chroot peer's root, a private mount namespace for crun, handing bwrap its seccomp
-//! filter by fd, waiting on a pipe with a timeout and signalling process groups.
+//! filter by fd, waiting on a pipe with a timeout and signalling process groups; and for
+//! `notify_floor`, a forked child under a seccomp notify filter and the parent answering it.
 //!
 //! Only crun's namespace needs a pre-exec hook, which makes std fork instead of posix_spawn
 //! (about 0.3 ms more per start here); nothing else may add one, and commands get no working
@@ -8,7 +9,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -175,4 +176,231 @@ pub(crate) fn raise_nofile_limit() {
         // SAFETY: `lim` is a valid rlimit read just above.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
     }
+}
+
+// The calls below serve `notify_floor`: a forked child under a seccomp notify filter and the
+// parent answering it.
+
+fn fd_result(ret: libc::c_int) -> io::Result<OwnedFd> {
+    check(ret)?;
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+/// A connected pair of close-on-exec unix stream sockets.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` has room for the two fds the kernel writes.
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Forks; 0 in the child. The caller must be single-threaded.
+pub(crate) fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: the caller is single-threaded, so the child inherits no lock held by another
+    // thread and may run ordinary code.
+    let pid = unsafe { libc::fork() };
+    check(pid)?;
+    Ok(pid)
+}
+
+/// Waits for the child `pid`; its raw wait status.
+pub(crate) fn wait_pid(pid: libc::pid_t) -> io::Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid int for the kernel to fill.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            return Ok(status);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: `data` is valid for reads of its length.
+        let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[usize::try_from(n).unwrap_or(0)..];
+    }
+    Ok(())
+}
+
+pub(crate) fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        let rest = &mut buf[at..];
+        // SAFETY: `rest` is valid for writes of its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => at += usize::try_from(n).unwrap_or(0),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn read_exact_f64(fd: BorrowedFd<'_>) -> io::Result<f64> {
+    let mut b = [0u8; 8];
+    read_exact(fd, &mut b)?;
+    Ok(f64::from_ne_bytes(b))
+}
+
+pub(crate) fn no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+}
+
+/// Installs `prog` on this thread with a new listener for its notifications (returned).
+pub(crate) fn seccomp_with_listener(prog: &mut [libc::sock_filter]) -> io::Result<OwnedFd> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `prog`, both alive across the call; the kernel copies them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &raw const fprog,
+        )
+    };
+    fd_result(libc::c_int::try_from(ret).unwrap_or(-1))
+}
+
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers only.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    fd_result(libc::c_int::try_from(ret).unwrap_or(-1))
+}
+
+/// A copy of fd `target` of the process behind `pidfd`.
+pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, target: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_getfd takes integers only.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
+    fd_result(libc::c_int::try_from(ret).unwrap_or(-1))
+}
+
+/// Asks for synchronous wake-ups between the notifying thread and the listener (Linux 6.6),
+/// as the sentry does.
+pub(crate) fn notif_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+    // SAFETY: this ioctl takes an integer flag word.
+    check(unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    })
+}
+
+/// The next notification; `None` once no process uses the filter any more.
+pub(crate) fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Option<libc::seccomp_notif>> {
+    loop {
+        // SAFETY: seccomp_notif is plain data; all-zero is a valid value (and required).
+        let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: `n` is a valid seccomp_notif for the kernel to fill.
+        if unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n) } == 0
+        {
+            return Ok(Some(n));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            // The caller died before its notification was read, or no caller is left.
+            Some(libc::ENOENT) => {
+                let mut pfd = libc::pollfd {
+                    fd: listener.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd that lives across the call.
+                check(unsafe { libc::poll(&mut pfd, 1, 0) })?;
+                if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                    return Ok(None);
+                }
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Copies memory of process `pid` at `addr` into `buf`; the number of bytes copied.
+pub(crate) fn read_remote(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: `local` describes `buf`, valid for writes; the remote side is checked by the
+    // kernel against the other process's mappings.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// open(2) of a NUL-terminated path with the caller's flags, close-on-exec added.
+pub(crate) fn open_c(path_nul: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    let path = std::ffi::CStr::from_bytes_with_nul(path_nul)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `path` is NUL-terminated and lives across the call.
+    fd_result(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })
+}
+
+/// Installs `fd` in the notifying process and answers notification `id` with its number.
+pub(crate) fn notif_addfd_send(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    fd: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let add = libc::seccomp_notif_addfd {
+        id,
+        flags: u32::try_from(libc::SECCOMP_ADDFD_FLAG_SEND).expect("a small flag"),
+        srcfd: fd.as_raw_fd().cast_unsigned(),
+        newfd: 0,
+        newfd_flags: libc::O_CLOEXEC.cast_unsigned(),
+    };
+    // SAFETY: `add` is a valid seccomp_notif_addfd that lives across the call.
+    let ret = unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &add) };
+    check(ret)
+}
+
+/// Answers notification `id` with the errno of `e`.
+pub(crate) fn notif_send_error(listener: BorrowedFd<'_>, id: u64, e: &io::Error) -> io::Result<()> {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: -e.raw_os_error().unwrap_or(libc::EIO),
+        flags: 0,
+    };
+    // SAFETY: `resp` is a valid seccomp_notif_resp that lives across the call.
+    check(unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) })
 }

@@ -192,3 +192,33 @@ fn unknown_peer_is_a_usage_error() {
         "stderr: {stderr}"
     );
 }
+
+#[test]
+fn notify_floor_answers_every_trapped_open() {
+    require_root!("pidfd_getfd of the child's seccomp listener");
+    let dir = std::env::temp_dir().join(format!("cordon-floor-test.{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("creating the test directory");
+    let out = Command::new(BENCH_BIN)
+        .args(["notify-floor", "--budget-ms", "20", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("running cordon-syscall-bench");
+    let listing: Vec<_> = fs::read_dir(&dir).expect("listing").collect();
+    let _ = fs::remove_dir(&dir);
+    assert!(
+        out.status.success(),
+        "notify-floor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    // Each timed open got its fd from the parent (the child checks every read), so the parent
+    // must have answered at least the 5 batches' worth the measurement always takes.
+    let answered = v["answered_opens"].as_u64().expect("answered_opens");
+    assert!(answered >= 5, "only {answered} opens answered: {v}");
+    assert!(
+        v["notify_floor_ns"].as_f64().is_some_and(|ns| ns > 0.0),
+        "{v}"
+    );
+    assert!(listing.is_empty(), "file left behind: {listing:?}");
+}

@@ -7,6 +7,10 @@
 //!   open+read+close of a 64-byte file in `D` (median over batches of about 2 ms each);
 //! - `cpu [--iters N]`: milliseconds for a fixed integer loop that makes no syscalls;
 //! - `io [--dir D] [--mib N]`: MiB/s writing then reading back an N MiB file in `D`;
+//! - `notify-floor [--dir D] [--budget-ms N]`: nanoseconds per open+read+close as in
+//!   `syscalls`, with every `openat` trapped by seccomp user notification and answered by
+//!   this program's parent half with the least work possible (`cordon_bench::notify_floor`);
+//!   run natively as root, it is the sentry mechanism's floor on this host;
 //! - `idle`: prints `ready`, then waits for end of file on stdin and exits 0.
 
 use std::fs::{self, File};
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage: cordon-syscall-bench syscalls [--dir D] [--budget-ms N]
        cordon-syscall-bench cpu [--iters N]
        cordon-syscall-bench io [--dir D] [--mib N]
+       cordon-syscall-bench notify-floor [--dir D] [--budget-ms N]
        cordon-syscall-bench idle";
 
 /// Options shared by the modes, with their defaults.
@@ -89,22 +94,47 @@ fn syscalls(opts: &Options) -> io::Result<String> {
         black_box(std::os::unix::process::parent_id());
         Ok(())
     })?;
+    let orc_ns = with_small_file(opts, |path| open_read_close(opts.budget, path))?;
+    Ok(format!(
+        "{{\"getppid_ns\":{getppid_ns:.1},\"open_read_close_ns\":{orc_ns:.1}}}"
+    ))
+}
+
+fn notify_floor(opts: &Options) -> io::Result<String> {
+    let mut answered = 0;
+    let ns = with_small_file(opts, |path| {
+        let floor =
+            cordon_bench::notify_floor::under_notify(|| open_read_close(opts.budget, path))?;
+        answered = floor.answered;
+        Ok(floor.ns)
+    })?;
+    Ok(format!(
+        "{{\"notify_floor_ns\":{ns:.1},\"answered_opens\":{answered}}}"
+    ))
+}
+
+/// Runs `f` on a fresh 64-byte file in the bench directory, removed afterwards.
+fn with_small_file(opts: &Options, f: impl FnOnce(&Path) -> io::Result<f64>) -> io::Result<f64> {
     let path = opts
         .dir
         .join(format!("cordon-bench-small.{}", std::process::id()));
     fs::write(&path, [b'x'; 64]).map_err(|e| with_path(e, "writing", &path))?;
-    let mut buf = [0u8; 4096];
-    let result = per_call(opts.budget, || {
-        let mut f = File::open(&path)?;
-        let n = f.read(&mut buf)?;
-        black_box(n);
-        Ok(())
-    });
+    let result = f(&path);
     let _ = fs::remove_file(&path);
-    let orc_ns = result.map_err(|e| with_path(e, "reading", &path))?;
-    Ok(format!(
-        "{{\"getppid_ns\":{getppid_ns:.1},\"open_read_close_ns\":{orc_ns:.1}}}"
-    ))
+    result.map_err(|e| with_path(e, "reading", &path))
+}
+
+/// Nanoseconds per open+read+close of `path` (the 64-byte file), each read checked.
+fn open_read_close(budget: Duration, path: &Path) -> io::Result<f64> {
+    let mut buf = [0u8; 4096];
+    per_call(budget, || {
+        let mut f = File::open(path)?;
+        let n = f.read(&mut buf)?;
+        if n != 64 {
+            return Err(io::Error::other(format!("read {n} bytes, not 64")));
+        }
+        Ok(())
+    })
 }
 
 /// A multiply-xorshift chain: one dependent multiply per step, no memory traffic, no syscalls.
@@ -203,6 +233,7 @@ fn main() -> ExitCode {
         "syscalls" => syscalls(&opts),
         "cpu" => Ok(cpu(&opts)),
         "io" => io_bench(&opts),
+        "notify-floor" => notify_floor(&opts),
         "idle" => idle(),
         _ => {
             eprintln!("cordon-syscall-bench: unknown mode {mode}\n{USAGE}");
