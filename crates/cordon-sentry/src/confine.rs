@@ -96,6 +96,7 @@ pub const SUPERVISOR_ALLOW: &[i64] = &[
     libc::SYS_socket,
     libc::SYS_connect,
     libc::SYS_bind,
+    libc::SYS_getsockopt,
     libc::SYS_fcntl,
     libc::SYS_umask,
     libc::SYS_setfsuid,

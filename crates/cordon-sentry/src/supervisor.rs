@@ -20,6 +20,47 @@ const PAGE: u64 = 4096;
 enum Reply {
     Val(i64),
     Fd(OwnedFd, bool),
+    /// Nothing yet: a connect under way (see [`Connecting`]).
+    Later(Connecting),
+}
+
+/// A `connect` on a blocking socket that could not complete at once (a TCP handshake, a unix
+/// listener's full backlog). The supervisor started it without blocking and keeps serving the
+/// sandbox's other calls; the caller stays suspended in its trapped call until the connect
+/// completes, fails or the caller goes away. Performing it blocking would stall every trapped
+/// call of the sandbox, and deadlock one whose listener needs a trapped call before it accepts.
+#[derive(Debug)]
+struct Connecting {
+    id: u64,
+    pid: u32,
+    /// The caller's socket (same open file description).
+    sock: OwnedFd,
+    addr: Vec<u8>,
+    /// The `O_PATH` fd a unix address's `/proc/self/fd/N` names, kept for retries.
+    _holder: Option<OwnedFd>,
+    /// A unix connect that met a full backlog: tried again (unix sockets do not report room
+    /// in a listener's backlog); otherwise completion shows as writability.
+    retry: bool,
+}
+
+/// How often a unix connect that met a full backlog is tried again.
+const CONNECT_RETRY_MS: i32 = 5;
+/// How often, with only handshakes under way, their callers are checked for being gone.
+const CONNECT_CHECK_MS: i32 = 1000;
+
+/// Runs `f` with the workload's filesystem ids unless it runs as root, so that permission
+/// checks of what the supervisor does on its behalf are the workload's; if the switch fails,
+/// `f` is not run.
+fn with_fs_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> SysResult<T>) -> SysResult<T> {
+    let switched = (uid != 0 || gid != 0).then(|| sys::set_fs_ids(uid, gid));
+    let result = match &switched {
+        Some(Err(_)) => Err(Errno(libc::EACCES)),
+        _ => f(),
+    };
+    if let Some(Ok((u, g))) = switched {
+        let _ = sys::set_fs_ids(u, g);
+    }
+    result
 }
 
 /// One trapped call and what has been learnt about its caller.
@@ -310,6 +351,8 @@ pub struct Supervisor {
     pub handled: u64,
     /// Print every handled call on stderr (`CORDON_SENTRY_TRACE=1`).
     pub trace: bool,
+    /// Connects under way, answered by [`Supervisor::serve`] as they complete.
+    connecting: Vec<Connecting>,
 }
 
 fn cstring(b: &[u8]) -> SysResult<CString> {
@@ -334,6 +377,7 @@ impl Supervisor {
             audit,
             handled: 0,
             trace: std::env::var_os("CORDON_SENTRY_TRACE").is_some(),
+            connecting: Vec::new(),
         }
     }
 
@@ -341,19 +385,19 @@ impl Supervisor {
         &mut self.audit
     }
 
-    /// Handles one pending notification on `listener`.
-    pub fn handle(&mut self, listener: BorrowedFd<'_>) {
-        let Ok(n) = sys::notif_recv(listener) else {
-            return; // the caller died or was interrupted meanwhile
-        };
-        self.answer(listener, n);
-    }
-
     /// Serves `listener` on the calling thread, which waits in `SECCOMP_IOCTL_NOTIF_RECV`
-    /// between calls (no poll: one wakeup per call), until `stop` is set and the thread is
-    /// interrupted with `SIGUSR1` (whose handler must do nothing and not restart calls).
+    /// between calls (no poll: one wakeup per call) unless connects are under way, until
+    /// `stop` is set and the thread is interrupted with `SIGUSR1` (whose handler must do
+    /// nothing and not restart calls).
     pub fn serve(&mut self, listener: BorrowedFd<'_>, stop: &AtomicBool) {
         while !stop.load(Ordering::Acquire) {
+            if !self.connecting.is_empty() {
+                match self.wait_connecting(listener) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(_) => return,
+                }
+            }
             match sys::notif_recv(listener) {
                 Ok(n) => self.answer(listener, n),
                 // interrupted, or the caller died between the wakeup and the receive
@@ -361,6 +405,71 @@ impl Supervisor {
                 Err(_) => return,
             }
         }
+    }
+
+    /// With connects under way: waits until the listener has a notification (true), or
+    /// answers the connects that completed, failed or lost their caller (false).
+    fn wait_connecting(&mut self, listener: BorrowedFd<'_>) -> std::io::Result<bool> {
+        let retry = self.connecting.iter().any(|p| p.retry);
+        let mut fds: Vec<libc::pollfd> = std::iter::once((listener.as_raw_fd(), libc::POLLIN))
+            .chain(self.connecting.iter().map(|p| {
+                let events = if p.retry { 0 } else { libc::POLLOUT };
+                (p.sock.as_raw_fd(), events)
+            }))
+            .map(|(fd, events)| libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+            .collect();
+        let timeout = if retry {
+            CONNECT_RETRY_MS
+        } else {
+            CONNECT_CHECK_MS
+        };
+        if !sys::poll(&mut fds, timeout)? {
+            return Ok(false); // interrupted: let the caller look at its stop flag
+        }
+        let (uid, gid) = (self.uid, self.gid);
+        for (p, fd) in std::mem::take(&mut self.connecting)
+            .into_iter()
+            .zip(&fds[1..])
+        {
+            // A caller that died or was interrupted by a signal has no notification left.
+            if !sys::notif_id_valid(listener, p.id) {
+                continue;
+            }
+            let outcome = if p.retry {
+                match with_fs_ids(uid, gid, || {
+                    sys::connect_nonblocking(p.sock.as_fd(), &p.addr).map_err(Errno::from)
+                }) {
+                    Err(Errno(libc::EAGAIN)) => None,
+                    Err(Errno(libc::EISCONN)) => Some(Ok(0)),
+                    r => Some(r.map(|()| 0)),
+                }
+            } else if fd.revents != 0 {
+                Some(match sys::socket_error(p.sock.as_fd()) {
+                    Ok(0) => Ok(0),
+                    Ok(e) => Err(Errno(e)),
+                    Err(e) => Err(Errno::from(e)),
+                })
+            } else {
+                None
+            };
+            match outcome {
+                None => self.connecting.push(p),
+                Some(result) => {
+                    if self.trace {
+                        eprintln!("cordon-sentry: [{}] connect completed {result:?}", p.pid);
+                    }
+                    let _ = match result {
+                        Ok(v) => sys::notif_send(listener, p.id, v, 0),
+                        Err(Errno(e)) => sys::notif_send(listener, p.id, 0, e),
+                    };
+                }
+            }
+        }
+        Ok(fds[0].revents != 0)
     }
 
     /// Performs or refuses the call `n` and answers it.
@@ -373,19 +482,13 @@ impl Supervisor {
             pidfd: None,
         };
         // The calls are performed with the workload's identity; if the switch fails, none is.
-        let switched =
-            (self.uid != 0 || self.gid != 0).then(|| sys::set_fs_ids(self.uid, self.gid));
-        let result = match &switched {
-            Some(Err(_)) => Err(Errno(libc::EACCES)),
-            _ => self.dispatch(&mut call),
-        };
-        if let Some(Ok((u, g))) = switched {
-            let _ = sys::set_fs_ids(u, g);
-        }
+        let (uid, gid) = (self.uid, self.gid);
+        let result = with_fs_ids(uid, gid, || self.dispatch(&mut call));
         if self.trace {
             let shown = match &result {
                 Ok(Reply::Val(v)) => format!("= {v}"),
                 Ok(Reply::Fd(fd, _)) => format!("= fd ({:?})", canonical(fd.as_fd())),
+                Ok(Reply::Later(_)) => "= (connect under way)".to_string(),
                 Err(Errno(e)) => format!("= -{e}"),
             };
             eprintln!(
@@ -402,6 +505,10 @@ impl Supervisor {
             Ok(Reply::Val(v)) => sys::notif_send(listener, n.id, v, 0),
             Ok(Reply::Fd(fd, cloexec)) => {
                 sys::notif_addfd_send(listener, n.id, fd.as_fd(), cloexec).map(drop)
+            }
+            Ok(Reply::Later(p)) => {
+                self.connecting.push(p);
+                Ok(())
             }
             Err(Errno(e)) => sys::notif_send(listener, n.id, 0, e),
         };
@@ -1257,7 +1364,7 @@ impl Supervisor {
         } else {
             libc::AF_UNSPEC
         };
-        let _holder: Option<OwnedFd>;
+        let holder: Option<OwnedFd>;
         match family {
             libc::AF_UNIX if len > 2 && addr[2] != 0 => {
                 let end = addr[2..]
@@ -1275,7 +1382,7 @@ impl Supervisor {
                     let p = self_fd_path(fd.as_fd(), None)?;
                     (fd, p)
                 };
-                _holder = Some(fd);
+                holder = Some(fd);
                 let bytes = magic.as_bytes_with_nul();
                 if bytes.len() > 108 {
                     return Err(Errno(libc::ENAMETOOLONG));
@@ -1284,15 +1391,45 @@ impl Supervisor {
                 addr.extend_from_slice(bytes);
             }
             libc::AF_UNIX | libc::AF_INET | libc::AF_INET6 | libc::AF_NETLINK | libc::AF_UNSPEC => {
-                _holder = None;
+                holder = None;
             }
             _ => {
                 let e = self.deny(c, None, libc::EAFNOSUPPORT, "address family not allowed");
                 return Err(e);
             }
         }
-        let _ = &_holder;
-        Ok(Reply::Val(sys::sock_addr_call(sock.as_fd(), &addr, bind)?))
+        if !bind && sys::getfl(sock.as_fd())? & libc::O_NONBLOCK == 0 {
+            return Self::connect_blocking(c, sock, addr, holder, family == libc::AF_UNIX);
+        }
+        let r = sys::sock_addr_call(sock.as_fd(), &addr, bind)?;
+        drop(holder);
+        Ok(Reply::Val(r))
+    }
+
+    /// `connect` on a blocking socket: tried without blocking, answered later if it cannot
+    /// complete at once ([`Connecting`]).
+    fn connect_blocking(
+        c: &Call<'_>,
+        sock: OwnedFd,
+        addr: Vec<u8>,
+        holder: Option<OwnedFd>,
+        unix: bool,
+    ) -> SysResult<Reply> {
+        let retry = match sys::connect_nonblocking(sock.as_fd(), &addr) {
+            Ok(()) => return Ok(Reply::Val(0)),
+            // EALREADY: a restarted call (after a signal) finds its handshake still going.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EALREADY)) => false,
+            Err(e) if unix && e.raw_os_error() == Some(libc::EAGAIN) => true,
+            Err(e) => return Err(Errno::from(e)),
+        };
+        Ok(Reply::Later(Connecting {
+            id: c.n.id,
+            pid: c.n.pid,
+            sock,
+            addr,
+            _holder: holder,
+            retry,
+        }))
     }
 }
 

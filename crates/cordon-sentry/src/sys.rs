@@ -340,6 +340,46 @@ pub fn sock_addr_call(fd: BorrowedFd<'_>, addr: &[u8], bind: bool) -> io::Result
     check(r.into())
 }
 
+/// `connect` without blocking on a socket that may be blocking: `O_NONBLOCK` is set on the
+/// open file description for the call and restored after it.
+pub fn connect_nonblocking(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
+    let flags = getfl(fd)?;
+    setfl(fd, flags | libc::O_NONBLOCK)?;
+    let r = sock_addr_call(fd, addr, false);
+    let restored = setfl(fd, flags);
+    r?;
+    restored
+}
+
+/// The pending error of a socket (`SO_ERROR`): 0, or the errno its connect ended with.
+pub fn socket_error(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    let mut err: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: `err` and `len` are valid for the kernel to fill, `len` saying `err`'s size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&raw mut err).cast(),
+            &mut len,
+        )
+    };
+    check(r.into())?;
+    Ok(err)
+}
+
+/// Polls `fds` for up to `timeout_ms`; false if interrupted by a signal.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<bool> {
+    let n = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+    // SAFETY: `fds` is `n` valid pollfds that live across the call.
+    match check(unsafe { libc::poll(fds.as_mut_ptr(), n, timeout_ms) }.into()) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The file status flags of `fd` (`F_GETFL`).
 pub fn getfl(fd: BorrowedFd<'_>) -> io::Result<i32> {
     // SAFETY: F_GETFL takes no pointer.

@@ -293,6 +293,26 @@ fn user_identity_applies_to_supervised_calls() {
     assert!(err.contains("/tmp/l: Permission denied"), "{err}");
 }
 
+#[test]
+fn a_waiting_connect_does_not_stall_other_calls() {
+    require_root!("namespaces and cgroups");
+    // Under 40 s whatever happens: a supervisor stuck in the connect deadlocks the script.
+    let mount = format!("{}:/w:ro", workloads().display());
+    let out = Command::new(cordon_binary())
+        .args(["run", "--tier", "sentry", "--timeout", "40s", "--network"])
+        .args(["loopback", "--mount", &mount, "--"])
+        .args(["python3", "/w/waiting_connect.py"])
+        .output()
+        .expect("running cordon");
+    let text = stdout(&out);
+    assert!(
+        out.status.success() && text == "unix: ok\ntcp: ok\n",
+        "exit {:?}\nstdout:\n{text}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// runsc (2022) leaves its cgroups, named after the container id, under every hierarchy's root
 /// after `delete`: remove them (they are empty once the sandbox is gone).
 fn remove_runsc_cgroups(id: &str) {
