@@ -522,15 +522,7 @@ pub(crate) fn render(r: &Results, charts: &[PathBuf]) -> String {
     if let Some(floor) = r.metrics.syscall_ns.get("notify_floor") {
         md.push_str("### The sentry mechanism's floor\n\n`cordon-syscall-bench notify-floor`, natively: open+read+close of the same file with `openat` trapped by seccomp user notification and answered by a parent process with the least work any such supervisor must do (copy the path, open, install the fd with `ADDFD|SEND`, synchronous wake-ups). Measured only when the sentry tier is.\n\n| | p50 ns | p90 | min | max | n |\n|---|--:|--:|--:|--:|--:|\n");
         for (name, s) in floor {
-            let _ = writeln!(
-                md,
-                "| {name} | {} | {} | {} | {} | {} |",
-                fmt_num(s.p50),
-                fmt_num(s.p90),
-                fmt_num(s.min),
-                fmt_num(s.max),
-                s.n
-            );
+            spread_row(&mut md, name, s);
         }
         md.push('\n');
     }
@@ -597,20 +589,25 @@ pub(crate) fn render(r: &Results, charts: &[PathBuf]) -> String {
     md
 }
 
+/// A table row `| label | p50 | p90 | min | max | n |`.
+fn spread_row(md: &mut String, label: &str, s: &Summary) {
+    let _ = writeln!(
+        md,
+        "| {label} | {} | {} | {} | {} | {} |",
+        fmt_num(s.p50),
+        fmt_num(s.p90),
+        fmt_num(s.min),
+        fmt_num(s.max),
+        s.n
+    );
+}
+
 fn microvm_section(md: &mut String, mv: &crate::microvm::MicrovmStarts) {
     md.push_str("## microVM starts (`microvm_start_ms`)\n\n`/bin/true` in a fresh guest, milliseconds, by how the VM is obtained (see Method).\n\n");
     md.push_str("| mode | p50 ms | p90 | min | max | n |\n|---|--:|--:|--:|--:|--:|\n");
     for mode in ["cold_boot", "snapshot", "pool", "qemu_restore"] {
         if let Some(s) = mv.modes.get(mode) {
-            let _ = writeln!(
-                md,
-                "| {mode} | {} | {} | {} | {} | {} |",
-                fmt_num(s.p50),
-                fmt_num(s.p90),
-                fmt_num(s.min),
-                fmt_num(s.max),
-                s.n
-            );
+            spread_row(md, mode, s);
         }
     }
     md.push('\n');

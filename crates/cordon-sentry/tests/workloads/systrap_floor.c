@@ -31,6 +31,8 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include "floor_common.h"
+
 #define FILE_PATH "/tmp/cordon-systrap-floor"
 enum { IDLE, REQUEST, REPLY, DONE };
 
@@ -43,33 +45,6 @@ struct slot {
 static struct slot *slot;
 static int sock;
 static const char *mode;
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static void send_fd(int s, int fd) {
-    char ctl[CMSG_SPACE(sizeof fd)] = {0}, byte = 'x';
-    struct iovec io = {&byte, 1};
-    struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof fd);
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    sendmsg(s, &m, 0);
-}
-
-static int recv_fd(int s) {
-    char ctl[CMSG_SPACE(sizeof(int))] = {0}, byte;
-    struct iovec io = {&byte, 1};
-    struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
-    int fd = -1;
-    if (recvmsg(s, &m, MSG_CMSG_CLOEXEC) > 0) memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fd);
-    return fd;
-}
 
 static void futex(_Atomic int *addr, int op, int val) { syscall(SYS_futex, addr, op, val, NULL, NULL, 0); }
 
