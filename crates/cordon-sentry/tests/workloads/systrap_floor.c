@@ -102,15 +102,7 @@ int main(int argc, char **argv) {
         if (strcmp(mode, "none") != 0) {
             struct sigaction sa = {.sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO};
             sigaction(SIGSYS, &sa, NULL);
-            struct sock_filter prog[] = {
-                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat, 0, 1),
-                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
-                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-            };
-            struct sock_fprog fp = {sizeof prog / sizeof prog[0], prog};
-            prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-            syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fp);
+            trap_openat(SECCOMP_RET_TRAP, 0);
         }
         int n = 20000;
         char buf[4096];
