@@ -7,6 +7,9 @@
 
 use cordon_container::seccomp_policy::{self, Action, Policy};
 
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+const EPERM: u16 = libc::EPERM as u16;
+
 /// Trapped syscalls with their names (for the audit log). Every one of them is performed by
 /// the supervisor itself on copied arguments, or refused; none is ever let through.
 pub const TRAPPED: &[(i64, &str)] = &[
@@ -64,6 +67,21 @@ pub const TRAPPED: &[(i64, &str)] = &[
     (libc::SYS_bind, "bind"),
 ];
 
+/// Syscalls the notify filter refuses outright (EPERM) because they would go around the
+/// supervisor: io_uring performs opens and socket calls from the kernel's own workers, which
+/// no seccomp filter sees; `open_by_handle_at` opens without a path to check; a
+/// `userfaultfd` page can stall the supervisor's copy of an argument indefinitely. The
+/// container tier's allowlist refuses them already; under the OCI front the config's own
+/// profile may allow them (Docker 20.10's allows io_uring), and this filter still wins (the
+/// kernel takes the most restrictive answer).
+pub const REFUSED: &[(i64, &str)] = &[
+    (libc::SYS_io_uring_setup, "io_uring_setup"),
+    (libc::SYS_io_uring_enter, "io_uring_enter"),
+    (libc::SYS_io_uring_register, "io_uring_register"),
+    (libc::SYS_open_by_handle_at, "open_by_handle_at"),
+    (libc::SYS_userfaultfd, "userfaultfd"),
+];
+
 /// The name of a trapped syscall.
 pub fn name(nr: i32) -> &'static str {
     TRAPPED
@@ -77,7 +95,11 @@ pub fn name(nr: i32) -> &'static str {
 pub fn notify_policy() -> Policy {
     Policy {
         allow: Vec::new(),
-        deny: TRAPPED.iter().map(|&(n, _)| (n, Action::Notify)).collect(),
+        deny: TRAPPED
+            .iter()
+            .map(|&(n, _)| (n, Action::Notify))
+            .chain(REFUSED.iter().map(|&(n, _)| (n, Action::Errno(EPERM))))
+            .collect(),
         conditional: Vec::new(),
         matched: Vec::new(),
         default: Action::Allow,
@@ -112,6 +134,23 @@ mod tests {
         for (n, name) in TRAPPED {
             let allowed = allow.allow.contains(n) || allow.conditional.iter().any(|(c, _)| c == n);
             assert!(allowed, "{name} is trapped but not on the allowlist");
+        }
+    }
+
+    #[test]
+    fn refused_calls_are_neither_trapped_nor_direct() {
+        let direct = direct_syscalls();
+        let policy = notify_policy();
+        for (n, name) in REFUSED {
+            assert!(
+                !TRAPPED.iter().any(|(t, _)| t == n),
+                "{name} both refused and trapped"
+            );
+            assert!(!direct.contains(n), "{name} reaches the kernel directly");
+            assert!(
+                policy.deny.contains(&(*n, Action::Errno(EPERM))),
+                "{name} not refused by the notify filter"
+            );
         }
     }
 
