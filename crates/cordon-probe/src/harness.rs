@@ -67,10 +67,11 @@ pub struct ProbeArgs {
     /// Attack every tier cordon knows (tiers this build lacks are reported as not run)
     #[arg(long, conflicts_with = "tiers")]
     pub all: bool,
-    /// Also run the probes under a reference runtime: a command line to which the probe's
-    /// command is appended; `{probe}` in it stands for the probe binary's host path, e.g.
-    /// 'bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --ro-bind {probe} {probe}
-    /// --proc /proc --dev /dev --tmpfs /tmp' (repeatable)
+    /// Also run the probes under a reference runtime: `[NAME=]CMD`, a command line to which
+    /// the probe's command is appended; `{probe}` in it stands for the probe binary's host
+    /// path, e.g. 'bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --ro-bind
+    /// {probe} {probe} --proc /proc --dev /dev --tmpfs /tmp'. NAME labels the column
+    /// (default: the program's file name) (repeatable)
     #[arg(long = "runtime-cmd", value_name = "CMD")]
     pub runtime_cmds: Vec<String>,
     /// Also run the probes directly on the host, unconfined: every probe must ESCAPE there
@@ -344,10 +345,11 @@ fn plan_columns(
             guest_kernel,
         });
     }
-    for cmd in &args.runtime_cmds {
+    for given in &args.runtime_cmds {
+        let (label, cmd) = column_label(given);
         let mut command: Vec<String> = words::split(cmd)
             .map_err(|why| HarnessError::RuntimeCmd {
-                cmd: cmd.clone(),
+                cmd: given.clone(),
                 why,
             })?
             .into_iter()
@@ -355,14 +357,18 @@ fn plan_columns(
             .collect();
         let Some(first) = command.first() else {
             return Err(HarnessError::RuntimeCmd {
-                cmd: cmd.clone(),
+                cmd: given.clone(),
                 why: "empty command".into(),
             });
         };
-        let base = Path::new(first)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| first.clone());
+        let base = label.map_or_else(
+            || {
+                Path::new(first)
+                    .file_name()
+                    .map_or_else(|| first.clone(), |n| n.to_string_lossy().into_owned())
+            },
+            str::to_string,
+        );
         let taken = |n: &str| plans.iter().any(|p: &ColumnPlan| p.name == n);
         let mut name = base.clone();
         let mut i = 2;
@@ -379,6 +385,25 @@ fn plan_columns(
         });
     }
     Ok(plans)
+}
+
+/// Splits `NAME=CMD` into the column's label and its command; without a label (no `=` before
+/// the first space, or characters other than letters, digits, `-`, `_`, `.` before it) the
+/// whole text is the command.
+fn column_label(given: &str) -> (Option<&str>, &str) {
+    let first_word = given.split_whitespace().next().unwrap_or("");
+    match first_word.split_once('=') {
+        Some((label, _))
+            if !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+        {
+            let rest = given.trim_start();
+            (Some(label), &rest[label.len() + 1..])
+        }
+        _ => (None, given),
+    }
 }
 
 /// Runs one column's command, collects the JSON lines the probe printed, and fills in what is
@@ -475,6 +500,11 @@ fn run_column(plan: ColumnPlan, selected: &[&Probe], cwd: &Path, timeout: Durati
         );
         return column;
     }
+    // A reference runtime whose probes ran on another kernel (a VM per container) is judged
+    // like cordon's microvm tier: escapes into that kernel stay in the guest.
+    if ran_on_other_kernel(&reports, &kernel_version()) {
+        column.guest_kernel = true;
+    }
     for r in reports {
         if selected.iter().any(|p| p.name == r.probe) {
             column.results.insert(
@@ -488,6 +518,14 @@ fn run_column(plan: ColumnPlan, selected: &[&Probe], cwd: &Path, timeout: Durati
     }
     fill_missing(&mut column, selected);
     column
+}
+
+/// Whether the probes reported a kernel other than `host` (both known).
+fn ran_on_other_kernel(reports: &[Report], host: &str) -> bool {
+    host != "?"
+        && reports
+            .iter()
+            .any(|r| r.kernel.as_deref().is_some_and(|k| k != host && k != "?"))
 }
 
 /// Marks every selected probe without a result as an ERROR naming how the command ended.
@@ -512,14 +550,9 @@ fn tail(text: &str, max: usize) -> String {
     text[start..].to_string()
 }
 
-/// `uname -r` and `uname -v`.
+/// `uname -r` and `uname -v` ("?" if uname fails).
 pub fn kernel_version() -> String {
-    let read = |f: &str| {
-        fs::read_to_string(format!("/proc/sys/kernel/{f}"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "?".to_string())
-    };
-    format!("{} {}", read("osrelease"), read("version"))
+    crate::sys::kernel_release_and_version().unwrap_or_else(|_| "?".to_string())
 }
 
 /// What the harness plants on the host for the probes to reach for; removed on drop.
@@ -672,6 +705,38 @@ mod tests {
     use super::*;
     use crate::catalog::Reach;
     use crate::matrix::tests::column;
+
+    #[test]
+    fn other_kernel_only_when_both_are_known() {
+        let report = |kernel: Option<&str>| Report {
+            probe: "kcore".into(),
+            class: "kernel-fs".into(),
+            result: Verdict::Blocked,
+            detail: String::new(),
+            ms: 1,
+            kernel: kernel.map(str::to_string),
+        };
+        let host = "6.18.44 #1 SMP";
+        assert!(ran_on_other_kernel(&[report(Some("6.1.0 #1 SMP"))], host));
+        assert!(!ran_on_other_kernel(&[report(Some(host))], host));
+        assert!(!ran_on_other_kernel(&[report(None)], host));
+        assert!(!ran_on_other_kernel(&[report(Some("?"))], host));
+        assert!(!ran_on_other_kernel(&[report(Some("6.1.0"))], "?"));
+    }
+
+    #[test]
+    fn runtime_cmd_labels() {
+        assert_eq!(
+            column_label("docker-runc=docker run --rm img"),
+            (Some("docker-runc"), "docker run --rm img")
+        );
+        assert_eq!(
+            column_label("bwrap --ro-bind a=b c"),
+            (None, "bwrap --ro-bind a=b c")
+        );
+        assert_eq!(column_label("=x y"), (None, "=x y"));
+        assert_eq!(column_label("a/b=c d"), (None, "a/b=c d"));
+    }
 
     fn matrix(columns: Vec<Column>) -> Matrix {
         let probe = |name: &str, reach| ProbeInfo {

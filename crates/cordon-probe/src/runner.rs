@@ -104,6 +104,7 @@ pub unsafe fn run_all(
             "RESULT", "CLASS", "PROBE"
         )?;
     }
+    let kernel = crate::sys::kernel_release_and_version().ok();
     for probe in probes {
         // Nothing may sit in a buffer when the probe's process is forked.
         out.flush()?;
@@ -116,6 +117,7 @@ pub unsafe fn run_all(
             result: outcome.verdict,
             detail: outcome.detail,
             ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            kernel: kernel.clone(),
         };
         if json {
             let line = serde_json::to_string(&report).map_err(io::Error::other)?;

@@ -504,3 +504,21 @@ pub(crate) fn set_fifo_priority(priority: i32) -> io::Result<()> {
     // SAFETY: `param` is a valid sched_param the kernel only reads.
     check(unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) }).map(drop)
 }
+
+/// `uname -r` and `uname -v` of the running kernel (uname(2): no filesystem involved, so a
+/// runtime that hides /proc/sys cannot make it look like another kernel).
+pub fn kernel_release_and_version() -> io::Result<String> {
+    // SAFETY: utsname is plain data; all-zero is a valid value for the kernel to fill.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid utsname that lives across the call.
+    check(unsafe { libc::uname(&mut u) })?;
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c.to_ne_bytes()[0])
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    Ok(format!("{} {}", field(&u.release), field(&u.version)))
+}

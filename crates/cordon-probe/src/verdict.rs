@@ -100,6 +100,10 @@ pub struct Report {
     pub detail: String,
     /// Wall time the probe took, in milliseconds.
     pub ms: u64,
+    /// The release of the kernel the probe ran on (`uname -r`), so that a harness can tell
+    /// a runtime with a guest kernel of its own from one sharing the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
 }
 
 #[cfg(test)]
@@ -122,6 +126,7 @@ mod tests {
             result: Verdict::Unsupported,
             detail: "x".into(),
             ms: 3,
+            kernel: None,
         };
         let line = serde_json::to_string(&r).unwrap();
         assert_eq!(
