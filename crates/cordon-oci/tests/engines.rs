@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cordon_testkit::is_root;
+use cordon_testkit::{is_root, workspace_binary};
 
 const CORDON_OCI: &str = env!("CARGO_BIN_EXE_cordon-oci");
 const IMAGE: &str = "docker.io/library/cordon-busybox:latest";
@@ -571,6 +571,46 @@ fn pids_limit_enforced(docker: &dyn Fn(&[&str]) -> Output, runtime: &str) {
 }
 
 /// The sentry tier as a Docker runtime (`runtimeArgs: ["--tier=sentry"]`).
+/// The escape probe for io_uring, whose operations no seccomp filter sees, through Docker's
+/// default seccomp profile (which allows io_uring): runc lets it through, the sentry must not.
+fn sentry_refuses_bypasses_docker_allows(docker: &dyn Fn(&[&str]) -> Output) {
+    let probe = workspace_binary(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../.."),
+        "cordon-probe",
+        "cordon-probe",
+    );
+    let mount = format!("{}:/cordon-probe:ro", probe.display());
+    let verdict = |runtime: &str| {
+        let out = docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            runtime,
+            "-v",
+            &mount,
+            "cordon-busybox",
+            "/cordon-probe",
+            "run",
+            "--json",
+            "io-uring",
+        ]);
+        let line = text(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("{runtime}: {e}: {line:?} {}", text(&out.stderr)));
+        (
+            v["result"].as_str().unwrap_or("").to_string(),
+            v["detail"].to_string(),
+        )
+    };
+    // runc shows that Docker's profile really allows the call here (else nothing is tested).
+    let (runc, detail) = verdict("runc");
+    assert_eq!(runc, "ESCAPED", "runc: {detail}");
+    let (sentry, detail) = verdict("cordon-sentry");
+    assert_eq!(sentry, "BLOCKED", "cordon-sentry: {detail}");
+}
+
 fn sentry_under_docker(docker: &dyn Fn(&[&str]) -> Output) {
     let out = docker(&[
         "run",
@@ -623,6 +663,7 @@ fn sentry_under_docker(docker: &dyn Fn(&[&str]) -> Output) {
         text(&out.stdout)
     );
     pids_limit_enforced(docker, "cordon-sentry");
+    sentry_refuses_bypasses_docker_allows(docker);
     // docker exec runs under the same supervision; stop and kill -s reach the workload.
     let cid = text(
         &docker(&[
