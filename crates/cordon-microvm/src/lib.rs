@@ -48,7 +48,16 @@ use crate::vmm::{Accel, GuestMemory, VmConfig, Vmm, VmmError};
 /// Signals cordon forwards to the command while it runs.
 pub const FORWARDED_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 pub const DEFAULT_CACHE: &str = "/var/cache/cordon/microvm";
-pub const DEFAULT_SNAPSHOTS: &str = "/dev/shm/cordon-microvm";
+/// On a disk-backed filesystem, not tmpfs: a restored guest maps `ram` copy-on-write, and its
+/// first write to a page the snapshot never wrote (a hole) makes the kernel read that page of
+/// the file. On tmpfs that read allocates the page in the file for good, charged to the
+/// guest's cgroup: snapshots grew towards the guest's whole RAM with use (a guest writing 300
+/// MB grew one from 110 to 411 MB) and a busy guest under the OCI front got qemu OOM-killed
+/// by its own cgroup. On ext4 the hole reads as a clean, reclaimable page-cache page and the
+/// file stays as saved; restores measured the same (hyperfine, 20 runs: 379 vs 403 ms).
+pub const DEFAULT_SNAPSHOTS: &str = "/var/cache/cordon/microvm-snapshots";
+/// Where snapshots lived before (tmpfs); `cordon microvm gc` removes it.
+pub const LEGACY_SNAPSHOTS: &str = "/dev/shm/cordon-microvm";
 
 const MIB: u64 = 1 << 20;
 /// The smallest guest that boots comfortably.
@@ -77,6 +86,7 @@ pub enum MicrovmError {
 #[derive(Debug, Clone)]
 pub struct MicrovmTier {
     pub cache: Cache,
+    /// Where snapshots live ([`DEFAULT_SNAPSHOTS`]); `CORDON_MICROVM_SNAPSHOTS=DIR` moves it.
     pub snapshot_root: PathBuf,
     /// Print the guest console's last lines when a guest fails, and the accelerator notice.
     pub debug: bool,
@@ -91,7 +101,9 @@ impl Default for MicrovmTier {
     fn default() -> Self {
         MicrovmTier {
             cache: Cache::new(PathBuf::from(DEFAULT_CACHE)),
-            snapshot_root: PathBuf::from(DEFAULT_SNAPSHOTS),
+            snapshot_root: std::env::var_os("CORDON_MICROVM_SNAPSHOTS")
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(DEFAULT_SNAPSHOTS), PathBuf::from),
             debug: false,
             snapshots: std::env::var("CORDON_MICROVM_SNAPSHOT").map_or(true, |v| v != "0"),
             pool_socket: match std::env::var_os("CORDON_MICROVM_POOL") {
@@ -293,6 +305,10 @@ impl MicrovmTier {
                 .flatten()
                 .map(|e| e.path())
         };
+        let legacy = PathBuf::from(LEGACY_SNAPSHOTS);
+        if legacy != self.snapshot_root && std::fs::remove_dir_all(&legacy).is_ok() {
+            removed.push(legacy);
+        }
         for snap in entries(self.snapshot_root.clone()) {
             if std::fs::remove_dir_all(&snap).is_ok() {
                 removed.push(snap);

@@ -2,11 +2,12 @@
 //! accelerator, kernel, initramfs, root image, memory, vCPUs, command line), then start every
 //! sandbox from it.
 //!
-//! A snapshot is a directory under the snapshot root (default `/dev/shm/cordon-microvm`, a
-//! tmpfs: RAM-speed loads, gone at reboot) holding `ram` (the guest's memory, saved through a
-//! `share=on` file mapping) and `state` (devices and CPUs, a few tens of KiB, written by the
-//! VMM's migration with `x-ignore-shared`). A restore maps `ram` copy-on-write (`share=off`):
-//! the file never changes after it is saved, whatever the guests do.
+//! A snapshot is a directory under the snapshot root (default
+//! `/var/cache/cordon/microvm-snapshots`, on disk: see [`crate::DEFAULT_SNAPSHOTS`] for why not
+//! tmpfs; once read, restores come from the page cache) holding `ram` (the guest's memory,
+//! saved through a `share=on` file mapping) and `state` (devices and CPUs, a few tens of KiB,
+//! written by the VMM's migration with `x-ignore-shared`). A restore maps `ram` copy-on-write
+//! (`share=off`): the file never changes after it is saved, whatever the guests do.
 
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
