@@ -683,3 +683,50 @@ fn workload_runs_under_seccomp_and_no_new_privs() {
     assert!(stdout.contains("NoNewPrivs:\t1"), "stdout: {stdout}");
     assert!(stdout.contains("refused"), "stdout: {stdout}");
 }
+
+/// Allocated bytes of the `ram` file of the most recently used snapshot.
+fn newest_snapshot_ram() -> Option<(std::path::PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::path::Path::new(cordon_microvm::DEFAULT_SNAPSHOTS);
+    let dir = fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()?
+        .1;
+    let ram = dir.join("ram");
+    let blocks = fs::metadata(&ram).ok()?.blocks();
+    Some((ram, blocks * 512))
+}
+
+#[test]
+fn guest_writes_leave_the_snapshot_as_saved() {
+    let Some(_g) = guard("guest_writes_leave_the_snapshot_as_saved") else {
+        return;
+    };
+    // Make sure this shape's snapshot exists, then note its size on the host.
+    let out = run(&["--memory", "512M", "--", "/bin/true"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (ram, before) = newest_snapshot_ram().expect("a snapshot after a run");
+    // The guest writes 200 MiB into its /tmp (guest RAM): copy-on-write of the snapshot's
+    // pages, which must not fill the snapshot file's holes on the host.
+    let out = run(
+        &[
+            "--memory",
+            "512M",
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/tmp/fill bs=1M count=200 2>/dev/null && echo written",
+        ],
+        None,
+    );
+    assert_eq!(text(&out.stdout), "written\n", "{}", text(&out.stderr));
+    let (same, after) = newest_snapshot_ram().expect("the snapshot after the second run");
+    assert_eq!(same, ram, "the second run used another snapshot");
+    assert!(
+        after < before + (32 << 20),
+        "{} grew from {before} to {after} bytes",
+        ram.display()
+    );
+}
