@@ -26,6 +26,56 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A workload that exits 42 when it gets SIGUSR1.
+const EXIT_42_ON_USR1: &str = "trap 'exit 42' USR1; while :; do sleep 0.1; done";
+
+/// `docker run -d --runtime RUNTIME --network none OPTS... cordon-busybox CMD...`; the
+/// container's id.
+fn run_detached(
+    docker: &dyn Fn(&[&str]) -> Output,
+    runtime: &str,
+    opts: &[&str],
+    cmd: &[&str],
+) -> String {
+    let mut args = vec!["run", "-d", "--runtime", runtime, "--network", "none"];
+    args.extend_from_slice(opts);
+    args.push("cordon-busybox");
+    args.extend_from_slice(cmd);
+    let out = docker(&args);
+    assert!(
+        out.status.success(),
+        "{runtime}: run -d: {}",
+        text(&out.stderr)
+    );
+    let cid = text(&out.stdout).trim().to_string();
+    assert!(!cid.is_empty(), "{runtime}: run -d printed no id");
+    cid
+}
+
+/// `docker stop -t SECS` ends the container by SIGTERM alone (before SIGKILL would come): exit
+/// status 143. Removes the container.
+fn stop_exits_143(docker: &dyn Fn(&[&str]) -> Output, cid: &str, secs: u64, runtime: &str) {
+    let started = Instant::now();
+    assert!(docker(&["stop", "-t", &secs.to_string(), cid])
+        .status
+        .success());
+    assert!(
+        started.elapsed() < Duration::from_secs(secs),
+        "{runtime}: docker stop needed SIGKILL"
+    );
+    assert_eq!(
+        text(&docker(&["inspect", "-f", "{{.State.ExitCode}}", cid]).stdout).trim(),
+        "143"
+    );
+    assert!(docker(&["rm", cid]).status.success());
+}
+
+/// `docker kill -s USR1` reaches the workload ([`EXIT_42_ON_USR1`]): it exits 42.
+fn usr1_exits_42(docker: &dyn Fn(&[&str]) -> Output, cid: &str) {
+    assert!(docker(&["kill", "-s", "USR1", cid]).status.success());
+    assert_eq!(text(&docker(&["wait", cid]).stdout).trim(), "42");
+}
+
 /// A daemon started by the test; killed (TERM, then KILL) and reaped on drop.
 struct Daemon {
     name: &'static str,
@@ -438,25 +488,12 @@ fn containerd_and_docker_run_containers_through_cordon() {
         text(&out.stderr)
     );
     // exec, stop (SIGTERM reaches the workload), kill -s.
-    let cid = text(
-        &docker(&[
-            "run",
-            "-d",
-            "--runtime",
-            "cordon",
-            "--network",
-            "none",
-            "--pids-limit",
-            "10",
-            "cordon-busybox",
-            "sleep",
-            "100",
-        ])
-        .stdout,
-    )
-    .trim()
-    .to_string();
-    assert!(!cid.is_empty());
+    let cid = run_detached(
+        &docker,
+        "cordon",
+        &["--pids-limit", "10"],
+        &["sleep", "100"],
+    );
     let pids_max = Path::new("/sys/fs/cgroup/pids")
         .join(format!("{NS}-docker"))
         .join(&cid)
@@ -476,37 +513,10 @@ fn containerd_and_docker_run_containers_through_cordon() {
         "{}",
         text(&out.stderr)
     );
-    let started = Instant::now();
-    assert!(docker(&["stop", "-t", "5", &cid]).status.success());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "docker stop needed SIGKILL"
-    );
-    assert_eq!(
-        text(&docker(&["inspect", "-f", "{{.State.ExitCode}}", &cid]).stdout).trim(),
-        "143"
-    );
-    assert!(docker(&["rm", &cid]).status.success());
-    let cid = text(
-        &docker(&[
-            "run",
-            "-d",
-            "--runtime",
-            "cordon",
-            "--network",
-            "none",
-            "cordon-busybox",
-            "sh",
-            "-c",
-            "trap 'exit 42' USR1; while :; do sleep 0.1; done",
-        ])
-        .stdout,
-    )
-    .trim()
-    .to_string();
+    stop_exits_143(&docker, &cid, 5, "cordon");
+    let cid = run_detached(&docker, "cordon", &[], &["sh", "-c", EXIT_42_ON_USR1]);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
-    assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
+    usr1_exits_42(&docker, &cid);
     assert!(docker(&["rm", &cid]).status.success());
     // docker run -t: the terminal comes through the console socket (the engine waits for the
     // end of create's output before it starts the container). `script` gives docker a tty.
@@ -665,24 +675,7 @@ fn sentry_under_docker(docker: &dyn Fn(&[&str]) -> Output) {
     pids_limit_enforced(docker, "cordon-sentry");
     sentry_refuses_bypasses_docker_allows(docker);
     // docker exec runs under the same supervision; stop and kill -s reach the workload.
-    let cid = text(
-        &docker(&[
-            "run",
-            "-d",
-            "--runtime",
-            "cordon-sentry",
-            "--network",
-            "none",
-            "cordon-busybox",
-            "sh",
-            "-c",
-            "trap 'exit 42' USR1; while :; do sleep 0.1; done",
-        ])
-        .stdout,
-    )
-    .trim()
-    .to_string();
-    assert!(!cid.is_empty());
+    let cid = run_detached(docker, "cordon-sentry", &[], &["sh", "-c", EXIT_42_ON_USR1]);
     let out = docker(&[
         "exec", "-u", "1000", &cid, "sh", "-c",
         "grep -E '^Seccomp_filters:' /proc/self/status; test -e /proc/kallsyms || echo kallsyms-absent; id -u; exit 9",
@@ -720,36 +713,10 @@ fn sentry_under_docker(docker: &dyn Fn(&[&str]) -> Output) {
             limit.display()
         );
     }
-    assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
-    assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
+    usr1_exits_42(docker, &cid);
     assert!(docker(&["rm", &cid]).status.success());
-    let cid = text(
-        &docker(&[
-            "run",
-            "-d",
-            "--runtime",
-            "cordon-sentry",
-            "--network",
-            "none",
-            "cordon-busybox",
-            "sleep",
-            "100",
-        ])
-        .stdout,
-    )
-    .trim()
-    .to_string();
-    let started = Instant::now();
-    assert!(docker(&["stop", "-t", "5", &cid]).status.success());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "sentry: docker stop needed SIGKILL"
-    );
-    assert_eq!(
-        text(&docker(&["inspect", "-f", "{{.State.ExitCode}}", &cid]).stdout).trim(),
-        "143"
-    );
-    assert!(docker(&["rm", &cid]).status.success());
+    let cid = run_detached(docker, "cordon-sentry", &[], &["sleep", "100"]);
+    stop_exits_143(docker, &cid, 5, "cordon-sentry");
 }
 
 /// Why the microvm tier cannot run here, if it cannot. Its guest kernel and images come from
@@ -886,26 +853,16 @@ fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
     pids_limit_enforced(docker, "cordon-microvm");
     // A detached VM: --memory sizes the guest and the cgroup (plus the VMM's headroom), `docker
     // top` lists the keeper and the VMM, exec runs in the guest, kill -s and stop reach it.
-    let out = docker(&[
-        "run",
-        "-d",
-        "--runtime",
+    let cid = run_detached(
+        docker,
         "cordon-microvm",
-        "--network",
-        "none",
-        "--memory",
-        "256m",
-        "cordon-busybox",
-        "sh",
-        "-c",
-        "grep MemTotal /proc/meminfo; trap 'exit 42' USR1; while :; do sleep 0.1; done",
-    ]);
-    assert!(
-        out.status.success(),
-        "microvm run -d: {}",
-        text(&out.stderr)
+        &["--memory", "256m"],
+        &[
+            "sh",
+            "-c",
+            &format!("grep MemTotal /proc/meminfo; {EXIT_42_ON_USR1}"),
+        ],
     );
-    let cid = text(&out.stdout).trim().to_string();
     let limit = Path::new("/sys/fs/cgroup/memory")
         .join(format!("{NS}-docker"))
         .join(&cid)
@@ -936,8 +893,7 @@ fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
     assert!(top.contains("qemu"), "docker top: {top}");
     microvm_exec(docker, dir, &cid);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(docker(&["kill", "-s", "USR1", &cid]).status.success());
-    assert_eq!(text(&docker(&["wait", &cid]).stdout).trim(), "42");
+    usr1_exits_42(docker, &cid);
     // The detached exec's proxy went with the container's process.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -962,34 +918,9 @@ fn microvm_under_engines(docker: &dyn Fn(&[&str]) -> Output, dir: &Path) {
         "guest MemTotal with --memory 256m: {logs}"
     );
     assert!(docker(&["rm", &cid]).status.success());
-    let cid = text(
-        &docker(&[
-            "run",
-            "-d",
-            "--runtime",
-            "cordon-microvm",
-            "--network",
-            "none",
-            "cordon-busybox",
-            "sleep",
-            "100",
-        ])
-        .stdout,
-    )
-    .trim()
-    .to_string();
+    let cid = run_detached(docker, "cordon-microvm", &[], &["sleep", "100"]);
     std::thread::sleep(Duration::from_millis(500));
-    let started = Instant::now();
-    assert!(docker(&["stop", "-t", "10", &cid]).status.success());
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "microvm: docker stop needed SIGKILL"
-    );
-    assert_eq!(
-        text(&docker(&["inspect", "-f", "{{.State.ExitCode}}", &cid]).stdout).trim(),
-        "143"
-    );
-    assert!(docker(&["rm", &cid]).status.success());
+    stop_exits_143(docker, &cid, 10, "cordon-microvm");
     // ctr with the annotation: the guest's kernel answers.
     let out = ctr(
         dir,
