@@ -10,10 +10,12 @@
 //! of the sentry's open+read+close that is the kernel mechanism itself is visible next to
 //! runsc's figure from the same run.
 
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use cordon_container::seccomp_policy::{Action, Policy};
+use cordon_sentry::notif;
 
 use crate::sys;
 
@@ -82,34 +84,56 @@ fn child_main(sock: &OwnedFd, timed: impl FnOnce() -> io::Result<f64>) -> io::Re
 }
 
 /// The parent: take the child's listener, then answer every trapped `openat` until the child
-/// is gone; how many were answered.
+/// is gone; how many were answered. The calls are the sentry's own ([`cordon_sentry::notif`]).
 fn serve(child: libc::pid_t, sock: &OwnedFd) -> io::Result<u64> {
     let mut num = [0u8; 4];
     sys::read_exact(sock.as_fd(), &mut num)?;
-    let pidfd = sys::pidfd_open(child)?;
-    let listener = sys::pidfd_getfd(pidfd.as_fd(), i32::from_ne_bytes(num))?;
-    sys::notif_sync_wakeup(listener.as_fd())?;
+    let pidfd = notif::pidfd_open(child.unsigned_abs())?;
+    let listener = notif::pidfd_getfd(pidfd.as_fd(), i32::from_ne_bytes(num))?;
+    notif::notif_sync_wakeup(listener.as_fd());
     sys::write_all(sock.as_fd(), b"g")?;
     let mut path = [0u8; 256];
     let mut answered = 0;
-    while let Some(n) = sys::notif_recv(listener.as_fd())? {
-        answered += 1;
-        let got = sys::read_remote(n.pid, n.data.args[1], &mut path).unwrap_or(0);
-        let fd = match path[..got].iter().position(|&b| b == 0) {
-            Some(end) => sys::open_c(&path[..=end], open_flags(n.data.args[2])),
-            None => Err(io::Error::from_raw_os_error(libc::EFAULT)),
+    loop {
+        let n = match notif::notif_recv(listener.as_fd()) {
+            Ok(n) => n,
+            // The caller died before its notification was read, or no caller is left.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ENOENT)) => {
+                if hung_up(listener.as_fd())? {
+                    return Ok(answered);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
         };
-        match fd {
-            Ok(fd) => {
-                // A child gone meanwhile makes this fail; the loop then sees the hang-up.
-                let _ = sys::notif_addfd_send(listener.as_fd(), n.id, fd.as_fd());
-            }
-            Err(e) => {
-                let _ = sys::notif_send_error(listener.as_fd(), n.id, &e);
-            }
-        }
+        answered += 1;
+        let got = notif::read_remote(n.pid, n.args[1], &mut path).unwrap_or(0);
+        let fd = match CStr::from_bytes_until_nul(&path[..got]) {
+            Ok(p) => notif::openat(libc::AT_FDCWD, p, open_flags(n.args[2])),
+            Err(_) => Err(io::Error::from_raw_os_error(libc::EFAULT)),
+        };
+        // A child gone meanwhile makes the answer fail; the next receive sees the hang-up.
+        let _ = match fd {
+            Ok(fd) => notif::notif_addfd_send(listener.as_fd(), n.id, fd.as_fd(), true).map(drop),
+            Err(e) => notif::notif_send(
+                listener.as_fd(),
+                n.id,
+                0,
+                e.raw_os_error().unwrap_or(libc::EIO),
+            ),
+        };
     }
-    Ok(answered)
+}
+
+/// Whether no process uses the listener's filter any more.
+fn hung_up(listener: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfd = [libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    notif::poll(&mut pfd, 0)?;
+    Ok(pfd[0].revents & (libc::POLLHUP | libc::POLLERR) != 0)
 }
 
 /// The flags argument of `openat` (an int: the upper half of the register is ignored).

@@ -1,7 +1,8 @@
 //! The few raw kernel calls `cordon bench` needs, each behind a safe function: host mounts for
 //! the chroot peer's root, a private mount namespace for crun, handing bwrap its seccomp
 //! filter by fd, waiting on a pipe with a timeout and signalling process groups; and for
-//! `notify_floor`, a forked child under a seccomp notify filter and the parent answering it.
+//! `notify_floor`, a forked child under a seccomp notify filter (the parent answers it with
+//! the sentry's own calls, `cordon_sentry::notif`).
 //!
 //! Only crun's namespace needs a pre-exec hook, which makes std fork instead of posix_spawn
 //! (about 0.3 ms more per start here); nothing else may add one, and commands get no working
@@ -178,8 +179,7 @@ pub(crate) fn raise_nofile_limit() {
     }
 }
 
-// The calls below serve `notify_floor`: a forked child under a seccomp notify filter and the
-// parent answering it.
+// The calls below serve `notify_floor`: the fork, the child's filter, the socket between them.
 
 fn fd_result(ret: libc::c_int) -> io::Result<OwnedFd> {
     check(ret)?;
@@ -290,117 +290,4 @@ pub(crate) fn seccomp_with_listener(prog: &mut [libc::sock_filter]) -> io::Resul
         )
     };
     fd_result(libc::c_int::try_from(ret).unwrap_or(-1))
-}
-
-pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes integers only.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    fd_result(libc::c_int::try_from(ret).unwrap_or(-1))
-}
-
-/// A copy of fd `target` of the process behind `pidfd`.
-pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, target: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_getfd takes integers only.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
-    fd_result(libc::c_int::try_from(ret).unwrap_or(-1))
-}
-
-/// Asks for synchronous wake-ups between the notifying thread and the listener (Linux 6.6),
-/// as the sentry does.
-pub(crate) fn notif_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
-    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
-    // SAFETY: this ioctl takes an integer flag word.
-    check(unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
-        )
-    })
-}
-
-/// The next notification; `None` once no process uses the filter any more.
-pub(crate) fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Option<libc::seccomp_notif>> {
-    loop {
-        // SAFETY: seccomp_notif is plain data; all-zero is a valid value (and required).
-        let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-        // SAFETY: `n` is a valid seccomp_notif for the kernel to fill.
-        if unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n) } == 0
-        {
-            return Ok(Some(n));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => {}
-            // The caller died before its notification was read, or no caller is left.
-            Some(libc::ENOENT) => {
-                let mut pfd = libc::pollfd {
-                    fd: listener.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd that lives across the call.
-                check(unsafe { libc::poll(&mut pfd, 1, 0) })?;
-                if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
-                    return Ok(None);
-                }
-            }
-            _ => return Err(e),
-        }
-    }
-}
-
-/// Copies memory of process `pid` at `addr` into `buf`; the number of bytes copied.
-pub(crate) fn read_remote(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-    // SAFETY: `local` describes `buf`, valid for writes; the remote side is checked by the
-    // kernel against the other process's mappings.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
-/// open(2) of a NUL-terminated path with the caller's flags, close-on-exec added.
-pub(crate) fn open_c(path_nul: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
-    let path = std::ffi::CStr::from_bytes_with_nul(path_nul)
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `path` is NUL-terminated and lives across the call.
-    fd_result(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })
-}
-
-/// Installs `fd` in the notifying process and answers notification `id` with its number.
-pub(crate) fn notif_addfd_send(
-    listener: BorrowedFd<'_>,
-    id: u64,
-    fd: BorrowedFd<'_>,
-) -> io::Result<()> {
-    let add = libc::seccomp_notif_addfd {
-        id,
-        flags: u32::try_from(libc::SECCOMP_ADDFD_FLAG_SEND).expect("a small flag"),
-        srcfd: fd.as_raw_fd().cast_unsigned(),
-        newfd: 0,
-        newfd_flags: libc::O_CLOEXEC.cast_unsigned(),
-    };
-    // SAFETY: `add` is a valid seccomp_notif_addfd that lives across the call.
-    let ret = unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &add) };
-    check(ret)
-}
-
-/// Answers notification `id` with the errno of `e`.
-pub(crate) fn notif_send_error(listener: BorrowedFd<'_>, id: u64, e: &io::Error) -> io::Result<()> {
-    let resp = libc::seccomp_notif_resp {
-        id,
-        val: 0,
-        error: -e.raw_os_error().unwrap_or(libc::EIO),
-        flags: 0,
-    };
-    // SAFETY: `resp` is a valid seccomp_notif_resp that lives across the call.
-    check(unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) })
 }

@@ -27,6 +27,16 @@ pub mod supervisor;
 mod sys;
 pub mod view;
 
+/// The seccomp user-notification calls the supervisor is built on, for measuring the bare
+/// mechanism with exactly these calls and none of the supervisor (`cordon bench`'s notify
+/// floor).
+pub mod notif {
+    pub use crate::sys::{
+        notif_addfd_send, notif_recv, notif_send, notif_sync_wakeup, openat, pidfd_getfd,
+        pidfd_open, poll, read_remote, Notification,
+    };
+}
+
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
