@@ -448,45 +448,8 @@ fn containerd_and_docker_run_containers_through_cordon() {
         );
     }
     // The memory and pids limits reach the container.
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "cordon",
-        "--network",
-        "none",
-        "--memory",
-        "32m",
-        "cordon-busybox",
-        "sh",
-        "-c",
-        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(137),
-        "memory limit: {}",
-        text(&out.stdout)
-    );
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "cordon",
-        "--network",
-        "none",
-        "--pids-limit",
-        "10",
-        "cordon-busybox",
-        "sh",
-        "-c",
-        "for i in $(seq 30); do sleep 2 & done; wait; echo done",
-    ]);
-    assert!(
-        text(&out.stderr).contains("fork"),
-        "pids limit not enforced: {}",
-        text(&out.stderr)
-    );
+    memory_limit_enforced(&docker, "cordon");
+    pids_limit_enforced(&docker, "cordon");
     // exec, stop (SIGTERM reaches the workload), kill -s.
     let cid = run_detached(
         &docker,
@@ -557,6 +520,30 @@ fn containerd_and_docker_run_containers_through_cordon() {
 
 /// `--pids-limit 10` under `runtime`: a shell starting 30 background sleeps must hit the
 /// limit (the shell reports a failed fork) rather than finish them all.
+/// `--memory 32m`: a shell holding 100 MB is killed by the memory cgroup (137).
+fn memory_limit_enforced(docker: &dyn Fn(&[&str]) -> Output, runtime: &str) {
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        runtime,
+        "--network",
+        "none",
+        "--memory",
+        "32m",
+        "cordon-busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{runtime}: memory limit: {}",
+        text(&out.stdout)
+    );
+}
+
 fn pids_limit_enforced(docker: &dyn Fn(&[&str]) -> Output, runtime: &str) {
     let out = docker(&[
         "run",
@@ -652,26 +639,7 @@ fn sentry_under_docker(docker: &dyn Fn(&[&str]) -> Output) {
         "sentry: {}",
         text(&out.stderr)
     );
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "cordon-sentry",
-        "--network",
-        "none",
-        "--memory",
-        "32m",
-        "cordon-busybox",
-        "sh",
-        "-c",
-        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(137),
-        "sentry memory limit: {}",
-        text(&out.stdout)
-    );
+    memory_limit_enforced(docker, "cordon-sentry");
     pids_limit_enforced(docker, "cordon-sentry");
     sentry_refuses_bypasses_docker_allows(docker);
     // docker exec runs under the same supervision; stop and kill -s reach the workload.
