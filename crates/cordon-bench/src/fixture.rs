@@ -239,18 +239,6 @@ fn unescape_mount_path(p: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn bpf_bytes() -> Vec<u8> {
-    let prog = workload_policy().compile();
-    let mut bytes = Vec::with_capacity(prog.len() * 8);
-    for ins in prog {
-        bytes.extend_from_slice(&ins.code.to_ne_bytes());
-        bytes.push(ins.jt);
-        bytes.push(ins.jf);
-        bytes.extend_from_slice(&ins.k.to_ne_bytes());
-    }
-    bytes
-}
-
 /// The cgroup2 mount of a hybrid host (v1 controllers plus cgroup2 at .../unified).
 pub(crate) fn hybrid_cgroup2() -> Option<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
@@ -303,7 +291,8 @@ impl Fixture {
             .map_err(io_err("chmod", &self.dir))?;
         fs::create_dir_all(&self.bench_dir).map_err(io_err("creating", &self.bench_dir))?;
         fs::copy(bench_src, &self.bench_host).map_err(io_err("copying to", &self.bench_host))?;
-        fs::write(&self.seccomp_bpf, bpf_bytes()).map_err(io_err("writing", &self.seccomp_bpf))?;
+        fs::write(&self.seccomp_bpf, workload_policy().compile_bytes())
+            .map_err(io_err("writing", &self.seccomp_bpf))?;
         skeleton(&self.rootfs, &self.etc_shared)?;
         skeleton(&self.chroot, &self.etc_shared)?;
         // The chroot peer cannot mount anything itself: give its root the same view now.
@@ -485,7 +474,7 @@ mod tests {
 
     #[test]
     fn bpf_is_whole_instructions() {
-        let b = bpf_bytes();
+        let b = workload_policy().compile_bytes();
         assert!(!b.is_empty());
         assert_eq!(b.len() % 8, 0);
     }

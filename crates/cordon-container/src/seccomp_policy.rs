@@ -162,6 +162,21 @@ enum Leaf {
 const BPF_JA: u16 = 0x05; // BPF_JMP | BPF_JA
 
 impl Policy {
+    /// [`Self::compile`], as the bytes of the kernel's `struct sock_filter` array (8 bytes an
+    /// instruction, native endian): what `bwrap --seccomp FD` reads, and what the microvm
+    /// agent installs in the guest.
+    pub fn compile_bytes(&self) -> Vec<u8> {
+        let prog = self.compile();
+        let mut bytes = Vec::with_capacity(prog.len() * 8);
+        for ins in prog {
+            bytes.extend_from_slice(&ins.code.to_ne_bytes());
+            bytes.push(ins.jt);
+            bytes.push(ins.jf);
+            bytes.extend_from_slice(&ins.k.to_ne_bytes());
+        }
+        bytes
+    }
+
     /// Compiles the policy to classic BPF for `SECCOMP_MODE_FILTER`.
     ///
     /// The syscall number is looked up in a balanced binary tree of number ranges (about nine

@@ -204,15 +204,7 @@ pub(crate) fn run_request(spec: &SandboxSpec) -> RunRequest {
 /// the command's exec: the same allowlist in every tier, here narrowing what the workload can
 /// ask of the guest kernel.
 fn workload_filter() -> Vec<u8> {
-    let prog = cordon_container::seccomp_policy::workload_policy().compile();
-    let mut bytes = Vec::with_capacity(prog.len() * 8);
-    for ins in prog {
-        bytes.extend_from_slice(&ins.code.to_ne_bytes());
-        bytes.push(ins.jt);
-        bytes.push(ins.jf);
-        bytes.extend_from_slice(&ins.k.to_ne_bytes());
-    }
-    bytes
+    cordon_container::seccomp_policy::workload_policy().compile_bytes()
 }
 
 /// Why `spec`'s mounts cannot be given to a guest, if they cannot: read-only directories, at
