@@ -15,6 +15,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -75,6 +76,57 @@ impl VmmInputs {
             push(open(d)?, &mut raw);
         }
         Ok(VmmInputs { raw, _owned: owned })
+    }
+}
+
+/// Our ends of the VMM's agent, monitor and console channels.
+struct Channels {
+    agent: UnixStream,
+    qmp: UnixStream,
+    console: UnixStream,
+}
+
+/// What the VMM is handed: its ends of the three channels (fds 3, 4, 5) and [`VmmInputs`]
+/// (fd 6 on), in the order [`Qemu::args`] expects.
+struct VmmSide {
+    agent: UnixStream,
+    qmp: UnixStream,
+    console: UnixStream,
+    inputs: VmmInputs,
+}
+
+impl VmmSide {
+    /// The channels for `config`'s VMM and the files it reads.
+    fn wire(config: &VmConfig) -> Result<(Channels, VmmSide), VmmError> {
+        let (agent, vmm_agent) = sys::socketpair().map_err(io("creating the agent socketpair"))?;
+        let (qmp, vmm_qmp) = sys::socketpair().map_err(io("creating the monitor socketpair"))?;
+        let (console, vmm_console) =
+            sys::socketpair().map_err(io("creating the console socketpair"))?;
+        let side = VmmSide {
+            agent: vmm_agent,
+            qmp: vmm_qmp,
+            console: vmm_console,
+            inputs: VmmInputs::open(config)?,
+        };
+        Ok((
+            Channels {
+                agent,
+                qmp,
+                console,
+            },
+            side,
+        ))
+    }
+
+    /// The fds to place at 3, 4, 5, ... in the VMM.
+    fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        let mut fds = vec![
+            self.agent.as_raw_fd(),
+            self.qmp.as_raw_fd(),
+            self.console.as_raw_fd(),
+        ];
+        fds.extend(&self.inputs.raw);
+        fds
     }
 }
 
@@ -262,25 +314,25 @@ impl Vmm for Qemu {
     }
 
     fn launch(&self, config: &VmConfig) -> Result<Vm, VmmError> {
-        let (agent, agent_q) = sys::socketpair().map_err(io("creating the agent socketpair"))?;
-        let (qmp, qmp_q) = sys::socketpair().map_err(io("creating the monitor socketpair"))?;
-        let (console, console_q) =
-            sys::socketpair().map_err(io("creating the console socketpair"))?;
-        let console_out = console_q
-            .try_clone()
-            .map_err(io("duplicating the console socket"))?;
-        let console_err = console_q
-            .try_clone()
-            .map_err(io("duplicating the console socket"))?;
         // A restore reads the device state from fd 6 while the VM loads: no monitor round
         // trips, and the guest runs as soon as it is loaded (it was saved running).
-        let inputs = VmmInputs::open(config)?;
-        let mut child_fds = vec![
-            agent_q.as_raw_fd(),
-            qmp_q.as_raw_fd(),
-            console_q.as_raw_fd(),
-        ];
-        child_fds.extend(&inputs.raw);
+        let (
+            Channels {
+                agent,
+                qmp,
+                console,
+            },
+            vmm_side,
+        ) = VmmSide::wire(config)?;
+        let console_out = vmm_side
+            .console
+            .try_clone()
+            .map_err(io("duplicating the console socket"))?;
+        let console_err = vmm_side
+            .console
+            .try_clone()
+            .map_err(io("duplicating the console socket"))?;
+        let child_fds = vmm_side.fds();
         let kvm_gid = match config.accel {
             Accel::Kvm => Some(
                 std::fs::metadata("/dev/kvm")
@@ -327,7 +379,7 @@ impl Vmm for Qemu {
             });
         }
         let spawned = cmd.spawn();
-        drop((agent_q, qmp_q, console_q, inputs, pid_w, own_pidfd));
+        drop((vmm_side, pid_w, own_pidfd));
         // The forked process wrote the VMM's pid before exiting (nothing if it failed first).
         let mut buf = [0u8; 4];
         let vmm_pid = match sys::read(pid_r.as_raw_fd(), &mut buf) {
@@ -430,17 +482,15 @@ impl Qemu {
         let GuestMemory::RestoreFrom { .. } = &config.memory else {
             return Err(VmmError::Snapshot("a bare restore needs a snapshot".into()));
         };
-        let (agent, agent_q) = sys::socketpair().map_err(io("creating the agent socketpair"))?;
-        let (qmp, qmp_q) = sys::socketpair().map_err(io("creating the monitor socketpair"))?;
-        let (console, console_q) =
-            sys::socketpair().map_err(io("creating the console socketpair"))?;
-        let inputs = VmmInputs::open(config)?;
-        let mut child_fds = vec![
-            agent_q.as_raw_fd(),
-            qmp_q.as_raw_fd(),
-            console_q.as_raw_fd(),
-        ];
-        child_fds.extend(&inputs.raw);
+        let (
+            Channels {
+                agent,
+                qmp,
+                console,
+            },
+            vmm_side,
+        ) = VmmSide::wire(config)?;
+        let child_fds = vmm_side.fds();
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.args(config))
             .stdin(Stdio::null())
@@ -455,7 +505,7 @@ impl Qemu {
         let mut child = cmd
             .spawn()
             .map_err(io(format!("starting {}", self.binary.display())))?;
-        drop((agent_q, qmp_q, console_q, inputs));
+        drop(vmm_side);
         let result = (|| {
             let lines = [
                 json!({"execute": "qmp_capabilities"}),
